@@ -1,0 +1,5 @@
+import sys
+
+from catsdogs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,178 @@
+"""The `catsdogs` command line: argument parsing and printing only, no ML logic.
+
+Every subcommand reads the config at this edge and passes explicit keyword
+arguments inward. Heavy imports (TensorFlow) happen inside the command that
+needs them, so `catsdogs --help` answers at once.
+"""
+
+import argparse
+import sys
+
+from catsdogs import __version__
+from catsdogs.errors import CatsdogsError
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+
+
+def _add_config_arguments(parser):
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file with the config keys to change (see `catsdogs config` for every key).",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="SECTION.KEY=VALUE",
+        action="append",
+        default=[],
+        help="Change one config key, e.g. --set train.epochs=10; repeatable; wins over --config.",
+    )
+
+
+def _load_config(arguments):
+    from catsdogs.config import load_config
+
+    return load_config(arguments.config, arguments.overrides)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def _add_config_command(subparsers):
+    parser = subparsers.add_parser(
+        "config",
+        help="Print the resolved configuration (defaults < --config < --set) as TOML.",
+        description="Print the documented default config, or the resolved config with --config/--set.",
+    )
+    _add_config_arguments(parser)
+    parser.set_defaults(run=_run_config)
+
+
+def _run_config(arguments):
+    from catsdogs.config import default_config_text
+
+    config = _load_config(arguments)
+    if arguments.config is None and not arguments.overrides:
+        print(default_config_text(), end="")
+        return EXIT_OK
+    for section, values in config.to_dict().items():
+        print(f"[{section}]")
+        for key, value in values.items():
+            print(f"{key} = {_toml_value(value)}")
+        print()
+    return EXIT_OK
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return repr(value)
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def _add_prepare_command(subparsers):
+    parser = subparsers.add_parser(
+        "prepare",
+        help="Check every photo and copy them into train/validation/test class folders.",
+        description=(
+            "Read SOURCE (Kaggle's flat train/ folder with cat.12.jpg-style names, a tree of class "
+            "folders, or a .zip of either), fully decode every image, quarantine bad files with a "
+            "reason, keep exact duplicates in one split, and write DATA/{train,validation,test}/<class>/ "
+            "plus DATA/manifest.json. SOURCE is never changed."
+        ),
+    )
+    parser.add_argument("source", metavar="SOURCE", help="Folder or .zip of photos.")
+    parser.add_argument("--out", metavar="DATA", required=True, help="Folder that receives the split.")
+    parser.add_argument(
+        "--split",
+        choices=["numbers", "fraction", "all"],
+        help="numbers: by Kaggle file number (the seed's split); fraction: seeded stratified shuffle "
+        "using --val-fraction/--test-fraction of the counted images; all: every usable image, split by "
+        "fraction. Default: data.split.",
+    )
+    parser.add_argument("--train", type=int, metavar="N", help="Train images per class (numbers split). Default: data.train_per_class.")
+    parser.add_argument("--val", type=int, metavar="N", help="Validation images per class (numbers split). Default: data.validation_per_class.")
+    parser.add_argument("--test", type=int, metavar="N", help="Test images per class (numbers split). Default: data.test_per_class.")
+    parser.add_argument("--val-fraction", type=float, metavar="F", help="Validation share per class (fraction/all). Default: data.validation_fraction.")
+    parser.add_argument("--test-fraction", type=float, metavar="F", help="Test share per class (fraction/all). Default: data.test_fraction.")
+    parser.add_argument("--seed", type=int, help="Seed for the fraction split. Default: train.seed.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace a different earlier split in DATA.")
+    parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    _add_config_arguments(parser)
+    parser.set_defaults(run=_run_prepare)
+
+
+def _run_prepare(arguments):
+    from catsdogs.data.prepare import prepare_dataset
+
+    config = _load_config(arguments)
+
+    def pick(value, default):
+        return default if value is None else value
+
+    report = prepare_dataset(
+        arguments.source,
+        arguments.out,
+        class_names=config.data.class_names,
+        split=pick(arguments.split, config.data.split),
+        train_per_class=pick(arguments.train, config.data.train_per_class),
+        validation_per_class=pick(arguments.val, config.data.validation_per_class),
+        test_per_class=pick(arguments.test, config.data.test_per_class),
+        validation_fraction=pick(arguments.val_fraction, config.data.validation_fraction),
+        test_fraction=pick(arguments.test_fraction, config.data.test_fraction),
+        seed=pick(arguments.seed, config.train.seed),
+        max_pixels=config.data.max_pixels,
+        min_side=config.data.min_side,
+        overwrite=arguments.overwrite,
+        progress=not arguments.no_progress,
+    )
+    print(report.summary())
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- main
+
+_COMMANDS = [_add_config_command, _add_prepare_command]
+
+
+def build_parser():
+    """Return the argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="catsdogs",
+        description="Turn a folder of photos into a working image classifier.",
+    )
+    parser.add_argument("--version", action="version", version=f"catsdogs {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_command in _COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line and return the exit status.
+
+    0: everything succeeded; 1: the command ran but some inputs failed
+    (e.g. unreadable files in `predict`); 2: bad usage or input, with a message.
+    """
+    arguments = build_parser().parse_args(argv)
+    try:
+        return arguments.run(arguments)
+    except CatsdogsError as error:
+        print(f"catsdogs {arguments.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"catsdogs {arguments.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The configuration: one frozen dataclass per section, loaded from TOML and `--set` overrides.
+
+The documented defaults live in one place, `default_config.toml` beside this
+module; the dataclasses below only give each key its type and its checks.
+Precedence is written once, in `load_config`: defaults < file < overrides.
+"""
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from importlib import resources
+from pathlib import Path
+
+from catsdogs.errors import CatsdogsError
+
+SPLIT_MODES = ("numbers", "fraction", "all")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+SCHEDULES = ("constant", "cosine", "one_cycle")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    image_size: list[int]
+    class_names: list[str]
+    split: str
+    train_per_class: int
+    validation_per_class: int
+    test_per_class: int
+    validation_fraction: float
+    test_fraction: float
+    max_pixels: int
+    min_side: int
+    cache: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    enabled: bool
+    flip: bool
+    rotation: float
+    zoom: float
+    translation: float
+    contrast: float
+    brightness: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    dropout_rate: float
+    weights: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    seed: int
+    optimizer: str
+    learning_rate: float
+    schedule: str
+    weight_decay: float
+    momentum: float
+    checkpoint: bool
+    early_stopping: bool
+    early_stopping_patience: int
+    reduce_lr: bool
+    reduce_lr_factor: float
+    reduce_lr_patience: int
+    min_learning_rate: float
+    tensorboard: bool
+    deterministic: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    host: str
+    port: int
+    max_upload_mb: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    data: DataConfig
+    augment: AugmentConfig
+    model: ModelConfig
+    train: TrainConfig
+    serve: ServeConfig
+
+    def to_dict(self):
+        """Return the config as nested plain dicts, ready for JSON or TOML."""
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {field.name: field.type for field in dataclasses.fields(Config)}
+
+# Checks beyond the type, by "section.key": (test, what is expected).
+_VALUE_CHECKS = {
+    "data.image_size": (lambda v: len(v) == 2 and all(n >= 8 for n in v), "two integers >= 8, e.g. [180, 180]"),
+    "data.class_names": (lambda v: len(v) >= 2 and len(set(v)) == len(v), "at least two distinct names"),
+    "data.split": (lambda v: v in SPLIT_MODES, f"one of {', '.join(SPLIT_MODES)}"),
+    "data.train_per_class": (lambda v: v >= 1, "a positive integer"),
+    "data.validation_per_class": (lambda v: v >= 1, "a positive integer"),
+    "data.test_per_class": (lambda v: v >= 0, "zero or a positive integer"),
+    "data.validation_fraction": (lambda v: 0 < v < 1, "a number between 0 and 1"),
+    "data.test_fraction": (lambda v: 0 <= v < 1, "a number from 0 up to 1"),
+    "data.max_pixels": (lambda v: v >= 1, "a positive integer"),
+    "data.min_side": (lambda v: v >= 1, "a positive integer"),
+    "augment.rotation": (lambda v: 0 <= v <= 0.5, "a fraction of a turn from 0 to 0.5"),
+    "augment.zoom": (lambda v: 0 <= v < 1, "a fraction from 0 up to 1"),
+    "augment.translation": (lambda v: 0 <= v < 1, "a fraction from 0 up to 1"),
+    "augment.contrast": (lambda v: 0 <= v < 1, "a factor from 0 up to 1"),
+    "augment.brightness": (lambda v: 0 <= v < 1, "a fraction from 0 up to 1"),
+    "model.dropout_rate": (lambda v: 0 <= v < 1, "a rate from 0 up to 1"),
+    "train.epochs": (lambda v: v >= 1, "a positive integer"),
+    "train.batch_size": (lambda v: v >= 1, "a positive integer"),
+    "train.optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+    "train.learning_rate": (lambda v: v > 0, "a positive number"),
+    "train.schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+    "train.weight_decay": (lambda v: v >= 0, "zero or a positive number"),
+    "train.momentum": (lambda v: 0 <= v < 1, "a number from 0 up to 1"),
+    "train.early_stopping_patience": (lambda v: v >= 1, "a positive integer"),
+    "train.reduce_lr_factor": (lambda v: 0 < v < 1, "a number between 0 and 1"),
+    "train.reduce_lr_patience": (lambda v: v >= 1, "a positive integer"),
+    "train.min_learning_rate": (lambda v: v >= 0, "zero or a positive number"),
+    "serve.port": (lambda v: 0 <= v <= 65535, "a port number from 0 to 65535"),
+    "serve.max_upload_mb": (lambda v: v >= 1, "a positive integer"),
+}
+
+
+def default_config_text():
+    """Return the documented default config file, as shipped with the package."""
+    return resources.files("catsdogs").joinpath("default_config.toml").read_text(encoding="utf-8")
+
+
+def load_config(path=None, overrides=()):
+    """Load the configuration: built-in defaults < the file at `path` < `overrides`.
+
+    Args:
+        path: optional TOML file holding the keys to change.
+        overrides: strings `section.key=value`; the value is read as a TOML
+            value (`[224, 224]`, `0.5`, `true`) or else as a plain string.
+
+    Returns:
+        A frozen `Config`.
+
+    Raises:
+        CatsdogsError: for a missing or unreadable file, an unknown section or
+            key (with a did-you-mean suggestion) or a value of the wrong type.
+    """
+    values = tomllib.loads(default_config_text())
+    if path is not None:
+        _merge(values, _read_toml_file(path), origin=str(path))
+    for override in overrides:
+        section, key, value = _parse_override(override)
+        _merge(values, {section: {key: value}}, origin="--set")
+    return _build(values)
+
+
+def config_from_dict(values):
+    """Rebuild a `Config` from `Config.to_dict()` output, e.g. a run folder's config.json.
+
+    Keys missing from `values` take their defaults, so older run folders still load.
+    """
+    merged = tomllib.loads(default_config_text())
+    _merge(merged, values, origin="config.json")
+    return _build(merged)
+
+
+def _read_toml_file(path):
+    path = Path(path)
+    if not path.is_file():
+        raise CatsdogsError(
+            f"The config file does not exist. Expected a TOML file; pass an existing path "
+            f"to --config. Received: path={path}"
+        )
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise CatsdogsError(
+            f"The config file is not valid TOML ({error}). Fix the line it names. Received: path={path}"
+        ) from None
+
+
+def _parse_override(override):
+    name, separator, raw_value = override.partition("=")
+    if not separator or name.count(".") != 1:
+        raise CatsdogsError(
+            "An override must look like section.key=value, e.g. train.epochs=10. "
+            f"Received: --set {override}"
+        )
+    section, key = name.strip().split(".")
+    raw_value = raw_value.strip()
+    try:
+        value = tomllib.loads(f"value = {raw_value}")["value"]
+    except tomllib.TOMLDecodeError:
+        # A bare word such as seed_cnn_bn is a string; quoting it is optional.
+        value = raw_value
+    return section, key, value
+
+
+def _suggest(name, candidates):
+    matches = difflib.get_close_matches(name, candidates, n=1)
+    return f" Did you mean '{matches[0]}'?" if matches else ""
+
+
+def _merge(values, changes, origin):
+    for section, section_changes in changes.items():
+        if section not in SECTIONS:
+            raise CatsdogsError(
+                f"Unknown config section '{section}' in {origin}.{_suggest(section, SECTIONS)} "
+                f"Valid sections: {', '.join(SECTIONS)}. Received: section={section}"
+            )
+        if not isinstance(section_changes, dict):
+            raise CatsdogsError(
+                f"Config section '{section}' in {origin} must be a table of keys. "
+                f"Received: {section}={section_changes!r}"
+            )
+        known_keys = values[section]
+        for key, value in section_changes.items():
+            if key not in known_keys:
+                raise CatsdogsError(
+                    f"Unknown config key '{section}.{key}' in {origin}.{_suggest(key, known_keys)} "
+                    f"Valid keys in [{section}]: {', '.join(known_keys)}. Received: {section}.{key}={value!r}"
+                )
+            known_keys[key] = value
+
+
+def _build(values):
+    sections = {}
+    for section, section_class in SECTIONS.items():
+        fields = {}
+        for field in dataclasses.fields(section_class):
+            name = f"{section}.{field.name}"
+            fields[field.name] = _check_value(name, field.type, values[section][field.name])
+        sections[section] = section_class(**fields)
+    return Config(**sections)
+
+
+def _type_name(expected_type):
+    return getattr(expected_type, "__name__", str(expected_type)) if typing.get_origin(expected_type) is None else str(expected_type)
+
+
+def _check_value(name, expected_type, value):
+    def wrong():
+        return CatsdogsError(
+            f"Config key '{name}' expects a value of type {_type_name(expected_type)}. "
+            f"Received: {name}={value!r}"
+        )
+
+    if typing.get_origin(expected_type) is list:
+        (item_type,) = typing.get_args(expected_type)
+        if not isinstance(value, list):
+            raise wrong()
+        value = [_check_scalar(item, item_type, wrong) for item in value]
+    else:
+        value = _check_scalar(value, expected_type, wrong)
+    check = _VALUE_CHECKS.get(name)
+    if check is not None and not check[0](value):
+        raise CatsdogsError(f"Config key '{name}' expects {check[1]}. Received: {name}={value!r}")
+    return value
+
+
+def _check_scalar(value, expected_type, wrong):
+    # bool is a subclass of int in Python; a flag is never a count.
+    if isinstance(value, bool) != (expected_type is bool):
+        raise wrong()
+    if expected_type is float and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, expected_type):
+        raise wrong()
+    return value
