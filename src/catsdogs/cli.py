@@ -139,9 +139,130 @@ def _run_prepare(arguments):
     return EXIT_OK
 
 
+# ----------------------------------------------------------------------------- train
+
+
+class _HelpWithModels(argparse.Action):
+    """`-h` for `train`: list the model registry, imported only when help is asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from catsdogs.models import available_models, model_entry
+
+        lines = [f"  {name:<22} {model_entry(name).description}" for name in available_models()]
+        parser.epilog = "models:\n" + "\n".join(lines) + "\n\n" + (parser.epilog or "")
+        parser.print_help()
+        parser.exit()
+
+
+def _add_train_command(subparsers):
+    parser = subparsers.add_parser(
+        "train",
+        add_help=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="Train a model on a prepared data folder; writes a run folder.",
+        description=(
+            "Train model.name (or --model) on DATA/train, validating on DATA/validation, and write "
+            "RUNS/<timestamp>-<model>/ with the best model, config, history, curves and test metrics."
+        ),
+        epilog=(
+            "resuming:\n"
+            "  A killed run resumes when the same command is run again: the newest unfinished run\n"
+            "  in RUNS with the same resolved config and DATA continues from its last complete epoch.\n"
+            "  With --name, that folder is resumed if unfinished. --fresh always starts a new run."
+        ),
+    )
+    parser.add_argument("-h", "--help", action=_HelpWithModels, help="Show this help, with the available models, and exit.")
+    parser.add_argument("data", metavar="DATA", help="Folder made by `catsdogs prepare` (train/, validation/, optional test/).")
+    parser.add_argument("--model", metavar="NAME", help="Model to train (sets model.name); see the list below.")
+    parser.add_argument("--out", metavar="RUNS", default="runs", help="Folder that receives run folders. Default: runs.")
+    parser.add_argument("--name", metavar="NAME", help="Run folder name instead of <timestamp>-<model>; resumes it if unfinished.")
+    parser.add_argument("--fresh", action="store_true", help="Start a new run even if an unfinished one matches.")
+    _add_config_arguments(parser)
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(arguments):
+    import logging
+
+    if arguments.model:
+        arguments.overrides = [*arguments.overrides, f"model.name={arguments.model}"]
+    config = _load_config(arguments)
+    from catsdogs.models import model_entry
+
+    model_entry(config.model.name)  # Fail on an unknown model before loading any data.
+    from catsdogs.training import train
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("catsdogs train: %(message)s"))
+    logging.getLogger("catsdogs").addHandler(handler)
+    try:
+        run_dir = train(config, arguments.data, runs_dir=arguments.out, run_name=arguments.name, resume=not arguments.fresh)
+    finally:
+        logging.getLogger("catsdogs").removeHandler(handler)
+    metrics = run_dir.read_metrics()
+    print(f"run folder: {run_dir.path}")
+    print(f"stopped:    {metrics.get('stop_reason')} after {metrics.get('epochs_done')} epochs (best epoch {metrics.get('best_epoch')})")
+    for split in ("validation", "test"):
+        if split in metrics:
+            print(f"{split + ':':<11} accuracy {metrics[split]['accuracy']:.4f}, loss {metrics[split]['loss']:.4f}")
+    print(f"curves:     {run_dir.history_figure_path}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def _add_predict_command(subparsers):
+    parser = subparsers.add_parser(
+        "predict",
+        help="Label image files, folders or globs with a trained run.",
+        description=(
+            "Predict a label and probability for every image in PATH... (files, folders searched recursively, "
+            "glob patterns). Images get the same normalisation as `prepare`. A file that cannot be read gets an "
+            "error row; the exit status is 0 if every file succeeded and 1 otherwise."
+        ),
+    )
+    parser.add_argument("run_dir", metavar="RUN", help="Run folder made by `catsdogs train`.")
+    parser.add_argument("paths", metavar="PATH", nargs="+", help="Image files, folders or glob patterns.")
+    parser.add_argument("--threshold", type=float, default=0.5, metavar="T", help="For two classes: predict the second class when its probability >= T. Default: 0.5.")
+    parser.add_argument("--format", dest="output_format", choices=["table", "csv", "json"], default="table", help="Output format. Default: table.")
+    parser.add_argument("--output", metavar="FILE", help="Write the output to FILE instead of printing it.")
+    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="Images per model call. Default: 32.")
+    parser.set_defaults(run=_run_predict)
+
+
+def _run_predict(arguments):
+    from catsdogs.inference import Predictor, check_threshold, format_predictions, predict_files
+
+    check_threshold(arguments.threshold)
+    predictor = Predictor.from_run_dir(arguments.run_dir, threshold=arguments.threshold, batch_size=arguments.batch_size)
+    if len(predictor.class_names) > 2 and arguments.threshold != 0.5:
+        print("catsdogs predict: note: --threshold applies to two-class models only; the most probable class wins.", file=sys.stderr)
+    predictions = predict_files(predictor, arguments.paths)
+    text = format_predictions(predictions, output_format=arguments.output_format)
+    if arguments.output:
+        from catsdogs.fileio import atomic_write_text
+
+        atomic_write_text(arguments.output, text)
+    else:
+        print(text, end="")
+    failed = sum(not prediction.ok for prediction in predictions)
+    print(f"catsdogs predict: {len(predictions)} inputs, {len(predictions) - failed} predicted, {failed} failed", file=sys.stderr)
+    return EXIT_FAILURES if failed else EXIT_OK
+
+
 # ----------------------------------------------------------------------------- main
 
-_COMMANDS = [_add_config_command, _add_prepare_command]
+_COMMANDS = [
+    _add_config_command,
+    _add_prepare_command,
+    _add_train_command,
+    _add_predict_command,
+]
 
 
 def build_parser():

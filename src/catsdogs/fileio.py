@@ -21,6 +21,8 @@ def atomic_write_bytes(path, data):
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        os.fchmod(descriptor, 0o666 & ~_current_umask())
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -30,6 +32,13 @@ def atomic_write_bytes(path, data):
         # Leave nothing half-written behind, whatever interrupted us.
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _current_umask():
+    # The only way to read the umask is to set it; put it straight back.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text):

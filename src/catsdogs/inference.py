@@ -1,0 +1,291 @@
+"""Prediction with a trained run: `Predictor.from_run_dir(path).predict(images)`.
+
+Every image, whether a file, uploaded bytes or an array, takes the one image
+path of training: `images.clean_image_bytes` (the normalisation `prepare`
+applies) and then `dataset.decode_and_resize`. A bad image never stops a
+batch: it comes back as a `Prediction` with `error` set.
+"""
+
+import dataclasses
+import glob
+import io
+from pathlib import Path
+
+import numpy
+
+from catsdogs.errors import CatsdogsError
+
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_BATCH_SIZE = 32
+# Folders are searched for these; files named explicitly or by a glob are always tried.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """The prediction for one image, or why there is none.
+
+    Attributes:
+        source: the file path, or a name like "<bytes 3>" for in-memory input.
+        label: the predicted class name; None on error.
+        probability: the probability of `label`; None on error.
+        probabilities: {class name: probability} for every class; None on error.
+        error: why the image could not be used; None on success.
+    """
+
+    source: str
+    label: str | None = None
+    probability: float | None = None
+    probabilities: dict | None = None
+    error: str | None = None
+
+    @property
+    def ok(self):
+        return self.error is None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def check_threshold(threshold):
+    """Return `threshold` as a float if it lies strictly between 0 and 1, else raise CatsdogsError."""
+    if not isinstance(threshold, (int, float)) or not 0.0 < float(threshold) < 1.0:
+        raise CatsdogsError(
+            f"The decision threshold must lie strictly between 0 and 1, e.g. 0.5. Received: threshold={threshold!r}"
+        )
+    return float(threshold)
+
+
+class Predictor:
+    """A loaded model with its class names and image settings, ready to label images.
+
+    Args:
+        model: a `keras.Model` taking raw pixels (batch, height, width, 3) in 0..255.
+        class_names: class names in label order.
+        image_size: (height, width) the model was trained on.
+        threshold: for two classes, the probability of the second class at or above
+            which it is predicted. Ignored for more classes (the most probable wins).
+        max_pixels: largest accepted image, as in `prepare`.
+        min_side: smallest accepted image side, as in `prepare`.
+        batch_size: images per model call.
+    """
+
+    def __init__(self, model, *, class_names, image_size, threshold=DEFAULT_THRESHOLD, max_pixels=50_000_000, min_side=32, batch_size=DEFAULT_BATCH_SIZE):
+        self.model = model
+        self.class_names = list(class_names)
+        self.image_size = tuple(image_size)
+        self.threshold = check_threshold(threshold)
+        self.max_pixels = max_pixels
+        self.min_side = min_side
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_run_dir(cls, path, *, threshold=DEFAULT_THRESHOLD, batch_size=DEFAULT_BATCH_SIZE):
+        """Load a run folder's verified model, labels and image settings.
+
+        Raises:
+            CatsdogsError: if the folder is not a finished run or its model fails the SHA-256 check.
+        """
+        from catsdogs.config import config_from_dict
+        from catsdogs.runs import RunDir
+
+        run_dir = RunDir.open(path)
+        config = config_from_dict(run_dir.read_config())
+        return cls(
+            run_dir.load_model(),
+            class_names=run_dir.read_labels(),
+            image_size=config.data.image_size,
+            threshold=threshold,
+            max_pixels=config.data.max_pixels,
+            min_side=config.data.min_side,
+            batch_size=batch_size,
+        )
+
+    def load_image(self, image):
+        """Normalise and resize one image exactly as training does.
+
+        Args:
+            image: a path (str or Path), the file's bytes, a PIL image, or an array
+                (height, width[, channels]) of pixels in 0..255.
+
+        Returns:
+            A uint8 array (height, width, 3) at the model's image size.
+
+        Raises:
+            CatsdogsError: (an `images.ImageError` for bad image data) when the image cannot be used.
+            OSError: when a path cannot be read.
+        """
+        from catsdogs.data.dataset import decode_and_resize
+        from catsdogs.images import clean_image_bytes
+
+        if isinstance(image, (str, Path)):
+            data = Path(image).read_bytes()
+        elif isinstance(image, (bytes, bytearray, memoryview)):
+            data = bytes(image)
+        else:
+            data = _encode_png(image)
+        clean = clean_image_bytes(data, max_pixels=self.max_pixels, min_side=self.min_side)
+        return decode_and_resize(clean.data, self.image_size).numpy()
+
+    def predict(self, images, *, sources=None):
+        """Label images in batches; a bad image gives an error row, never an exception.
+
+        Args:
+            images: a list of paths, bytes, PIL images or arrays (one image alone is accepted too).
+            sources: optional names for the rows; default the path, or "<bytes N>"/"<array N>".
+
+        Returns:
+            A list of `Prediction`, one per image, in order.
+        """
+        images = [images] if _is_single_image(images) else list(images)
+        sources = list(sources) if sources is not None else [_source_name(image, index) for index, image in enumerate(images)]
+        predictions = []
+        for start in range(0, len(images), self.batch_size):
+            predictions.extend(self._predict_batch(images[start : start + self.batch_size], sources[start : start + self.batch_size]))
+        return predictions
+
+    def predict_pixels(self, pixels):
+        """Return class probabilities (n, classes) for already resized pixels (n, height, width, 3)."""
+        output = numpy.asarray(self.model.predict_on_batch(numpy.asarray(pixels, dtype=numpy.float32)), dtype=numpy.float64)
+        if output.shape[-1] == 1:
+            output = numpy.concatenate([1.0 - output, output], axis=-1)
+        return output
+
+    def _predict_batch(self, images, sources):
+        rows, pixels = [], []
+        for image, source in zip(images, sources):
+            try:
+                pixels.append(self.load_image(image))
+                rows.append(None)
+            except CatsdogsError as error:
+                rows.append(Prediction(source, error=getattr(error, "reason", None) or str(error)))
+            except OSError as error:
+                rows.append(Prediction(source, error=f"cannot read file: {error.strerror or error}"))
+            except Exception as error:  # A decoder failure must not stop the other images.
+                rows.append(Prediction(source, error=f"cannot decode image: {type(error).__name__}"))
+        probabilities = iter(self.predict_pixels(numpy.stack(pixels)) if pixels else [])
+        return [row if row is not None else self._to_prediction(source, next(probabilities)) for row, source in zip(rows, sources)]
+
+    def _to_prediction(self, source, probabilities):
+        if len(self.class_names) == 2:
+            index = 1 if probabilities[1] >= self.threshold else 0
+        else:
+            index = int(numpy.argmax(probabilities))
+        return Prediction(
+            source,
+            label=self.class_names[index],
+            probability=float(probabilities[index]),
+            probabilities={name: float(value) for name, value in zip(self.class_names, probabilities)},
+        )
+
+
+def _is_single_image(images):
+    if isinstance(images, numpy.ndarray):
+        return images.ndim in (2, 3)
+    return isinstance(images, (str, Path, bytes, bytearray, memoryview)) or hasattr(images, "getpixel")
+
+
+def _source_name(image, index):
+    if isinstance(image, (str, Path)):
+        return str(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return f"<bytes {index}>"
+    return f"<array {index}>"
+
+
+def _encode_png(image):
+    """Encode an array or PIL image losslessly, so it can take the same path as a file."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        array = numpy.asarray(image)
+        if array.dtype != numpy.uint8:
+            array = numpy.clip(numpy.round(array.astype(numpy.float64)), 0, 255).astype(numpy.uint8)
+        if array.ndim == 3 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+            raise CatsdogsError(
+                f"An image array must have shape (height, width), (height, width, 3) or (height, width, 4). "
+                f"Received: shape={array.shape}"
+            )
+        image = Image.fromarray(array)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def expand_inputs(patterns):
+    """Expand files, folders (recursively) and glob patterns, keeping the order they were given in.
+
+    Args:
+        patterns: paths or glob patterns (`photos/*.jpg`, `photos/**/*.png`).
+
+    Returns:
+        A list whose items are file paths (str), without repeats, or a `Prediction`
+        error row in the place of a pattern that names nothing.
+    """
+    entries, seen = [], set()
+    for pattern in map(str, patterns):
+        if Path(pattern).exists():
+            matches = [pattern]
+        else:
+            matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else []
+        if not matches:
+            reason = "no file matches this pattern" if glob.has_magic(pattern) else "no such file or folder"
+            entries.append(Prediction(pattern, error=reason))
+        for match in matches:
+            for path in _files_under(Path(match)):
+                if path not in seen:
+                    seen.add(path)
+                    entries.append(path)
+    return entries
+
+
+def _files_under(path):
+    if not path.is_dir():
+        return [str(path)]
+    files = []
+    for child in sorted(path.rglob("*")):
+        hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
+        if child.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS and not hidden:
+            files.append(str(child))
+    return files
+
+
+def predict_files(predictor, patterns):
+    """Predict every file that `patterns` name; what cannot be read becomes an error row.
+
+    Returns:
+        A list of `Prediction` in the order of `patterns`, with an error row where a pattern named nothing.
+    """
+    entries = expand_inputs(patterns)
+    files = [entry for entry in entries if isinstance(entry, str)]
+    predictions = iter(predictor.predict(files, sources=files))
+    return [next(predictions) if isinstance(entry, str) else entry for entry in entries]
+
+
+def format_predictions(predictions, *, output_format="table"):
+    """Render predictions as an aligned text table, CSV (one column per class probability) or JSON."""
+    if output_format == "json":
+        import json
+
+        rows = [{"file": p.source, "label": p.label, "probability": p.probability, "probabilities": p.probabilities, "error": p.error} for p in predictions]
+        return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
+    if output_format == "csv":
+        import csv
+
+        class_names = next((list(p.probabilities) for p in predictions if p.probabilities), [])
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["file", "label", "probability", *[f"probability_{name}" for name in class_names], "error"])
+        for p in predictions:
+            per_class = [f"{p.probabilities[name]:.6f}" if p.probabilities else "" for name in class_names]
+            writer.writerow([p.source, p.label or "", "" if p.probability is None else f"{p.probability:.6f}", *per_class, p.error or ""])
+        return buffer.getvalue()
+    if output_format == "table":
+        rows = [("file", "label", "probability")] + [
+            (p.source, p.label, f"{p.probability:.4f}") if p.ok else (p.source, "ERROR", p.error) for p in predictions
+        ]
+        widths = [max(len(row[column]) for row in rows) for column in range(2)]
+        return "".join(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}\n" for row in rows)
+    raise CatsdogsError(f"Unknown output format. Choose table, csv or json. Received: output_format={output_format!r}")

@@ -1,0 +1,183 @@
+"""The model registry: a name maps to a builder, one file per model family.
+
+A family module in this package registers its builders with `@register("name")`.
+Every module of the package is imported the first time the registry is
+asked for anything, so a new family only has to add a file:
+
+    @register("my_net", last_conv_layer="conv_last")
+    def build_my_net(*, input_shape, num_classes, dropout_rate, weights):
+        ...
+        return keras.Model(inputs, outputs, name="my_net")
+
+A builder takes keyword arguments only and returns an uncompiled `keras.Model`
+that takes raw float pixels in 0..255 and ends in `classifier_head`. Builders
+registered with `pretrained=True` receive `weights="imagenet"` or None; the
+others always receive None. A weights file path is loaded here, after building,
+for every family alike.
+"""
+
+import dataclasses
+import importlib
+import pkgutil
+from pathlib import Path
+
+from catsdogs.errors import CatsdogsError
+
+WEIGHTS_NONE = "none"
+WEIGHTS_IMAGENET = "imagenet"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """One registry entry.
+
+    Attributes:
+        name: the name users pass to `--model`.
+        builder: the function that builds the model.
+        pretrained: whether the builder can start from ImageNet weights.
+        last_conv_layer: name of the last convolutional feature map, for Grad-CAM.
+        description: one line for `catsdogs train --help`, from the builder's docstring.
+    """
+
+    name: str
+    builder: object
+    pretrained: bool
+    last_conv_layer: str | None
+    description: str
+
+
+_REGISTRY = {}
+_families_imported = False
+
+
+def register(name, *, pretrained=False, last_conv_layer=None):
+    """Return a decorator that adds a model builder to the registry under `name`.
+
+    Args:
+        name: the model name, e.g. "seed_cnn".
+        pretrained: whether the builder accepts `weights="imagenet"`.
+        last_conv_layer: name of the layer whose output Grad-CAM explains.
+
+    Raises:
+        CatsdogsError: if another builder already holds the name.
+    """
+
+    def decorator(builder):
+        if name in _REGISTRY and _REGISTRY[name].builder is not builder:
+            raise CatsdogsError(
+                f"Two model builders claim the same name. Give each family its own names. Received: name={name}"
+            )
+        summary = (builder.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = ModelEntry(
+            name=name,
+            builder=builder,
+            pretrained=pretrained,
+            last_conv_layer=last_conv_layer,
+            description=summary[0] if summary else "",
+        )
+        return builder
+
+    return decorator
+
+
+def _import_families():
+    # Importing a family module runs its @register decorators.
+    global _families_imported
+    if _families_imported:
+        return
+    _families_imported = True
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+def available_models():
+    """Return the registered model names, sorted."""
+    _import_families()
+    return sorted(_REGISTRY)
+
+
+def model_entry(name):
+    """Return the `ModelEntry` registered under `name`.
+
+    Raises:
+        CatsdogsError: for an unknown name, listing the known ones.
+    """
+    _import_families()
+    if name not in _REGISTRY:
+        import difflib
+
+        matches = difflib.get_close_matches(name, _REGISTRY, n=1)
+        suggestion = f" Did you mean '{matches[0]}'?" if matches else ""
+        raise CatsdogsError(
+            f"Unknown model.{suggestion} Choose one of: {', '.join(sorted(_REGISTRY))} "
+            f"(set model.name or pass --model). Received: name={name}"
+        )
+    return _REGISTRY[name]
+
+
+def build_model(name, *, input_shape, num_classes, dropout_rate=0.5, weights=None):
+    """Build a registered model.
+
+    Args:
+        name: a name from `available_models()`.
+        input_shape: (height, width, channels) of the raw-pixel input.
+        num_classes: number of classes; 2 gives one sigmoid output, more give softmax.
+        dropout_rate: dropout before the classifier head.
+        weights: None or "none" for random weights, "imagenet" for the family's
+            pretrained weights (ignored by families that have none), or a path to
+            a `.weights.h5` file saved from the same model.
+
+    Returns:
+        An uncompiled `keras.Model`.
+
+    Raises:
+        CatsdogsError: for an unknown name, fewer than two classes or a missing weights file.
+    """
+    entry = model_entry(name)
+    if num_classes < 2:
+        raise CatsdogsError(
+            f"A classifier needs at least two classes. Check the class folders. Received: num_classes={num_classes}"
+        )
+    weights_path = None
+    if weights in (None, WEIGHTS_NONE):
+        builder_weights = None
+    elif weights == WEIGHTS_IMAGENET:
+        # From-scratch families have no pretrained weights; the config default
+        # names what transfer families use, so it is not an error here.
+        builder_weights = WEIGHTS_IMAGENET if entry.pretrained else None
+    else:
+        weights_path = Path(weights)
+        if not weights_path.is_file():
+            raise CatsdogsError(
+                f"The weights file does not exist. Expected 'imagenet', 'none' or a path to a .weights.h5 file "
+                f"(set model.weights). Received: weights={weights}"
+            )
+        builder_weights = None
+    model = entry.builder(
+        input_shape=tuple(input_shape),
+        num_classes=num_classes,
+        dropout_rate=dropout_rate,
+        weights=builder_weights,
+    )
+    if weights_path is not None:
+        model.load_weights(weights_path)
+    return model
+
+
+def classifier_head(x, *, num_classes, name="predictions"):
+    """Apply the output layer: one sigmoid unit for two classes, a softmax over classes otherwise.
+
+    Args:
+        x: the feature tensor.
+        num_classes: number of classes.
+        name: the layer's name, which later code looks up.
+
+    Returns:
+        The probabilities tensor.
+    """
+    from keras import layers
+
+    if num_classes == 2:
+        return layers.Dense(1, activation="sigmoid", name=name)(x)
+    return layers.Dense(num_classes, activation="softmax", name=name)(x)
