@@ -255,6 +255,164 @@ def _run_predict(arguments):
     return EXIT_FAILURES if failed else EXIT_OK
 
 
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _add_evaluate_command(subparsers):
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="Measure a trained run: metrics with intervals, thresholds, figures and report.html.",
+        description=(
+            "Predict the test (or validation) split of the run's data folder, or of --data DIR, and write "
+            "accuracy with its 95% interval, precision/recall/F1, ROC-AUC, PR-AUC, log loss, Brier score and "
+            "the confusion matrix into metrics.json; thresholds are chosen on validation (best F1, Youden's J) "
+            "and applied unchanged. Figures go to RUN/figures/, and RUN/report.html is rewritten."
+        ),
+    )
+    parser.add_argument("run_dir", metavar="RUN", help="Run folder made by `catsdogs train`.")
+    parser.add_argument("--split", choices=["test", "validation"], default="test", help="Split to evaluate. Default: test.")
+    parser.add_argument("--data", metavar="DIR", help="Another prepared folder with the same class names. Default: the run's own data.")
+    parser.add_argument("--threshold", type=float, default=0.5, metavar="T", help="Configured threshold on the second class's probability (two classes). Default: 0.5.")
+    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="Images per model call. Default: 32.")
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(arguments):
+    from catsdogs.evaluate_run import evaluate_run
+    from catsdogs.inference import check_threshold
+
+    result = evaluate_run(
+        arguments.run_dir,
+        split=arguments.split,
+        data_dir=arguments.data,
+        decision_threshold=check_threshold(arguments.threshold),
+        batch_size=arguments.batch_size,
+    )
+    metrics = result.metrics
+    decided = metrics["at_decision_threshold"]
+    interval = decided["accuracy_interval"]
+    print(f"evaluated:  {metrics['split']} split, {metrics['num_examples']} images of {metrics['data_dir']}")
+    print(f"accuracy:   {decided['accuracy']:.4f} (95% interval {interval['low']:.4f} to {interval['high']:.4f})")
+    print(f"macro F1:   {decided['macro_avg']['f1']:.4f}   ROC-AUC: {_format_number(metrics.get('roc_auc'))}   PR-AUC: {_format_number(metrics.get('pr_auc'))}")
+    print(f"log loss:   {metrics['log_loss']:.4f}   Brier: {metrics['brier']:.4f}")
+    for name, label in (("best_f1", "best F1"), ("youden_j", "Youden's J")):
+        chosen = metrics.get("selected_thresholds", {}).get(name)
+        if chosen:
+            print(f"{label + ':':<11} threshold {chosen['threshold']:.3f} (chosen on validation): accuracy {chosen['accuracy']:.4f}, macro F1 {chosen['macro_avg']['f1']:.4f}")
+    if metrics["unreadable"]:
+        print(f"unreadable: {len(metrics['unreadable'])} images left out (listed in metrics.json)")
+    print(f"figures:    {result.run_dir.figures_dir}")
+    print(f"report:     {result.report_path}")
+    return EXIT_OK
+
+
+def _format_number(value):
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+# ----------------------------------------------------------------------------- explain
+
+
+def _add_explain_command(subparsers):
+    parser = subparsers.add_parser(
+        "explain",
+        help="Grad-CAM overlays and feature-map grids showing where a trained run looks.",
+        description=(
+            "For each IMAGE, write a Grad-CAM overlay (the photo next to its heatmap, labelled with the prediction) "
+            "and a grid of feature maps per chosen convolutional layer. Grad-CAM uses the last convolutional layer "
+            "unless --layer names another; nested backbones are supported."
+        ),
+    )
+    parser.add_argument("run_dir", metavar="RUN", help="Run folder made by `catsdogs train`.")
+    parser.add_argument("images", metavar="IMAGE", nargs="+", help="Photos to explain.")
+    parser.add_argument("--layer", metavar="NAME", help="Layer Grad-CAM explains (name, or backbone/name). Default: the last convolutional layer.")
+    parser.add_argument("--feature-layer", dest="feature_layers", metavar="NAME", action="append", help="Layer whose feature maps to draw; repeatable. Default: up to 6 convolutional layers, first to last.")
+    parser.add_argument("--no-feature-maps", action="store_true", help="Write only the Grad-CAM overlays.")
+    parser.add_argument("--out", metavar="DIR", help="Folder for the PNGs. Default: RUN/figures/explain.")
+    parser.add_argument("--threshold", type=float, default=0.5, metavar="T", help="Decision threshold on the second class's probability (two classes). Default: 0.5.")
+    parser.set_defaults(run=_run_explain)
+
+
+def _run_explain(arguments):
+    from catsdogs.explain_run import explain_images
+    from catsdogs.inference import check_threshold
+
+    explanations = explain_images(
+        arguments.run_dir,
+        arguments.images,
+        layer=arguments.layer,
+        out_dir=arguments.out,
+        feature_layers=arguments.feature_layers,
+        feature_maps=not arguments.no_feature_maps,
+        threshold=check_threshold(arguments.threshold),
+    )
+    for explanation in explanations:
+        if explanation.error:
+            print(f"{explanation.source}: ERROR {explanation.error}")
+            continue
+        print(f"{explanation.source}: {explanation.label} ({explanation.probability:.4f})")
+        print(f"  grad-cam:     {explanation.gradcam_path}")
+        for path in explanation.feature_map_paths:
+            print(f"  feature maps: {path}")
+    failed = sum(explanation.error is not None for explanation in explanations)
+    return EXIT_FAILURES if failed else EXIT_OK
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def _add_compare_command(subparsers):
+    parser = subparsers.add_parser(
+        "compare",
+        help="Compare runs: a table of model, size, epochs, time, test accuracy, F1, ROC-AUC, and their curves.",
+        description=(
+            "Print one row per RUN (model, parameters, epochs, training time, test accuracy with its 95% interval, "
+            "macro F1, ROC-AUC) and write the table as CSV plus an overlay of the validation curves to --out."
+        ),
+    )
+    parser.add_argument("run_dirs", metavar="RUN", nargs="+", help="Run folders made by `catsdogs train`.")
+    parser.add_argument("--out", metavar="DIR", default="comparison", help="Folder for comparison.csv and validation_curves.png. Default: comparison.")
+    parser.set_defaults(run=_run_compare)
+
+
+def _run_compare(arguments):
+    import csv
+    import io
+    from pathlib import Path
+
+    from catsdogs.evaluate_run import compare_runs
+    from catsdogs.fileio import atomic_write_text
+    from catsdogs.report_plots import save_figure
+
+    rows, figure = compare_runs(arguments.run_dirs)
+    table = [("run", "model", "parameters", "epochs", "time", "test accuracy (95% interval)", "F1", "ROC-AUC")]
+    for row in rows:
+        accuracy = "n/a" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}"
+        if row["test_accuracy_low"] is not None:
+            accuracy += f" ({row['test_accuracy_low']:.4f}-{row['test_accuracy_high']:.4f})"
+        seconds = row["training_seconds"]
+        table.append((
+            row["run"], str(row["model"]), "n/a" if row["parameters"] is None else f"{row['parameters']:,}", str(row["epochs"]),
+            "n/a" if seconds is None else f"{seconds / 60:.1f} min", accuracy,
+            _format_number(row["test_f1"]), _format_number(row["test_roc_auc"]),
+        ))
+    widths = [max(len(line[column]) for line in table) for column in range(len(table[0]))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    if any(row["test_f1"] is None for row in rows):
+        print("(n/a: run `catsdogs evaluate RUN` for F1 and ROC-AUC)")
+    out = Path(arguments.out)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "comparison.csv", buffer.getvalue())
+    save_figure(figure, out / "validation_curves.png")
+    print(f"table:  {out / 'comparison.csv'}")
+    print(f"curves: {out / 'validation_curves.png'}")
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------- main
 
 _COMMANDS = [
@@ -262,6 +420,9 @@ _COMMANDS = [
     _add_prepare_command,
     _add_train_command,
     _add_predict_command,
+    _add_evaluate_command,
+    _add_explain_command,
+    _add_compare_command,
 ]
 
 

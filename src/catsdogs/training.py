@@ -35,6 +35,7 @@ from catsdogs.callbacks import ResumeState, build_callbacks
 from catsdogs.data.augment import augment_batch
 from catsdogs.data.dataset import augment_arguments, decode_and_resize, list_images, make_dataset
 from catsdogs.errors import CatsdogsError
+from catsdogs.evaluate_run import report_after_training
 from catsdogs.models import build_model
 from catsdogs.optimizers import build_learning_rate, build_optimizer
 from catsdogs.runs import AUGMENTATION_FIGURE, HISTORY_FIGURE, STATUS_FINISHED, STATUS_FITTED, RunDir, check_run_name
@@ -102,6 +103,7 @@ def train(config, data_dir, *, runs_dir="runs", run_name=None, resume=True, extr
         if info.get("status") != STATUS_FITTED:
             _fit(model, run_dir, datasets, config.train, extra_callbacks=extra_callbacks, verbose=verbose)
         _finish(run_dir, model, datasets, counts, config.train, num_classes=len(class_names))
+        report_after_training(run_dir)
     return run_dir
 
 

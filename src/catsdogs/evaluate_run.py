@@ -1,0 +1,331 @@
+"""`evaluate_run` and `compare_runs`: what `catsdogs evaluate` and `catsdogs compare` do with run folders.
+
+Evaluation predicts the validation split (only to choose decision thresholds)
+and the evaluated split, computes every metric, writes figures and merges the
+numbers into the run's metrics.json under "evaluation", leaving training's
+entries alone, then rewrites report.html.
+"""
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy
+
+from catsdogs import evaluation, report_plots, thresholds
+from catsdogs.errors import CatsdogsError
+from catsdogs.runs import RunDir
+
+SPLITS = ("test", "validation")
+# Evaluation figures inside the run's figures/ folder; report.py reads them by these names.
+FIGURE_NAMES = {
+    "confusion_matrix": "confusion_matrix.png",
+    "roc": "roc.png",
+    "precision_recall": "precision_recall.png",
+    "calibration": "calibration.png",
+    "probability_histogram": "probability_histogram.png",
+    "misclassified": "misclassified.png",
+}
+GRADCAM_FIGURE_PATTERN = "gradcam_{index:02d}.png"
+EVALUATION_KEY = "evaluation"
+
+logger = logging.getLogger("catsdogs.evaluation")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationResult:
+    """What `evaluate_run` produced: the metrics, the predictions and the files written."""
+
+    run_dir: RunDir
+    key: str
+    metrics: dict
+    predictions: evaluation.SplitPredictions
+    figures: list
+    report_path: Path
+
+
+def open_run(run_dir):
+    """Open a run folder given as a path or as a `RunDir` (as `train` passes it)."""
+    return RunDir.open(run_dir.path if isinstance(run_dir, RunDir) else run_dir)
+
+
+def resolve_data_dir(run_dir, data_dir=None):
+    """Return the prepared data folder to evaluate: `data_dir`, else the one the run was trained on.
+
+    Raises:
+        CatsdogsError: if neither is given nor recorded, or the folder does not exist.
+    """
+    recorded = run_dir.read_run_info().get("data_dir")
+    chosen = Path(data_dir) if data_dir is not None else Path(recorded) if recorded else None
+    if chosen is None:
+        raise CatsdogsError(
+            f"The run folder does not record its data folder, so it is unclear what to evaluate. Pass the "
+            f"prepared folder with --data DIR. Received: run={run_dir.path}"
+        )
+    if not chosen.is_dir():
+        raise CatsdogsError(
+            f"The data folder does not exist. Expected a folder made by `catsdogs prepare`; pass another with "
+            f"--data DIR. Received: data_dir={chosen}"
+        )
+    return chosen
+
+
+def predict_split(predictor, data_dir, split):
+    """Predict every image of `data_dir/split` and return (`SplitPredictions`, unreadable rows).
+
+    Raises:
+        CatsdogsError: if the split's class folders differ from the model's classes.
+    """
+    from catsdogs.data.dataset import list_images
+
+    paths, labels, class_names = list_images(Path(data_dir) / split)
+    if list(class_names) != list(predictor.class_names):
+        raise CatsdogsError(
+            f"The {split} split's class folders differ from the classes the model was trained on, so its labels "
+            f"would be misread. Evaluate a folder prepared with the same class names. "
+            f"Received: model_classes={list(predictor.class_names)}, data_classes={list(class_names)}, "
+            f"data_dir={data_dir}"
+        )
+    rows = predictor.predict(paths, sources=paths)
+    readable = [index for index, row in enumerate(rows) if row.ok]
+    unreadable = [{"file": row.source, "error": row.error} for row in rows if not row.ok]
+    probabilities = numpy.array(
+        [[rows[index].probabilities[name] for name in class_names] for index in readable]
+    ).reshape(-1, len(class_names))
+    predictions = evaluation.SplitPredictions(
+        split=split,
+        labels=numpy.asarray(labels)[readable],
+        probabilities=probabilities,
+        class_names=class_names,
+        paths=[paths[index] for index in readable],
+    )
+    return predictions, unreadable
+
+
+def evaluate_run(run_dir, *, split="test", data_dir=None, decision_threshold=0.5, gallery_size=12, gradcam_examples=4, batch_size=32):
+    """Evaluate a trained run on a split, write metrics, figures and the report.
+
+    Args:
+        run_dir: the run folder.
+        split: "test" (default) or "validation".
+        data_dir: a prepared folder with the same class names; default the run's own data.
+        decision_threshold: the configured threshold on P(class 1) for two classes.
+        gallery_size: how many of the most confident mistakes to show.
+        gradcam_examples: how many Grad-CAM overlays to add to the report.
+        batch_size: images per model call.
+
+    Returns:
+        An `EvaluationResult`.
+
+    Raises:
+        CatsdogsError: for an unknown split, a missing data folder or split, or other class names.
+    """
+    from catsdogs.inference import Predictor
+    from catsdogs.report import write_report
+
+    if split not in SPLITS:
+        raise CatsdogsError(f"Evaluate the test or the validation split. Received: split={split}")
+    run = open_run(run_dir)
+    recorded = run.read_run_info().get("data_dir")
+    data_dir = resolve_data_dir(run, data_dir)
+    predictor = Predictor.from_run_dir(run.path, threshold=decision_threshold, batch_size=batch_size)
+    validation, validation_unreadable = predict_split(predictor, data_dir, "validation")
+    if split == "validation":
+        evaluated, unreadable = validation, validation_unreadable
+    else:
+        evaluated, unreadable = predict_split(predictor, data_dir, split)
+    if not len(evaluated.labels):
+        raise CatsdogsError(f"No image of the {split} split could be read. Received: data_dir={data_dir}")
+    # Thresholds come from validation alone; the evaluated split never takes part in choosing them.
+    selection = thresholds.select_thresholds(validation) if evaluated.is_binary else None
+    metrics = evaluation.evaluate_predictions(evaluated, decision_threshold=decision_threshold, selection=selection)
+    own_data = recorded is not None and Path(recorded).resolve() == data_dir.resolve()
+    key = split if own_data else f"{split} of {data_dir.resolve()}"
+    metrics.update(data_dir=str(data_dir.resolve()), unreadable=unreadable)
+    figures = write_evaluation_figures(run, evaluated, metrics, predictor, decision_threshold, gallery_size)
+    figures += write_gradcam_examples(run, evaluated, predictor, decision_threshold, gradcam_examples)
+    stored = run.read_metrics() if run.metrics_path.is_file() else {}
+    section = stored.setdefault(EVALUATION_KEY, {})
+    section[key] = metrics
+    section["latest"] = key
+    run.write_metrics(stored)
+    return EvaluationResult(run, key, metrics, evaluated, figures, write_report(run.path))
+
+
+def report_after_training(run_dir):
+    """Evaluate a freshly trained run and write its complete report; `train` calls this last.
+
+    The test split is evaluated when the data has one, else the validation split.
+
+    Args:
+        run_dir: the finished run folder.
+
+    Returns:
+        The path of report.html.
+    """
+    from catsdogs.report import write_report
+
+    run = open_run(run_dir)
+    data_dir = run.read_run_info().get("data_dir")
+    split = "test" if data_dir and (Path(data_dir) / "test").is_dir() else "validation"
+    try:
+        result = evaluate_run(run.path, split=split)
+        logger.info("Evaluated the %s split; report %s", split, result.report_path)
+        return result.report_path
+    except Exception:
+        # The model is saved and the run finished: a failed evaluation must not turn that into an
+        # error. The report is still written, without evaluation, and `catsdogs evaluate` can retry.
+        logger.exception("Evaluation after training failed; writing the report without it")
+        return write_report(run.path)
+
+
+def operating_points(metrics):
+    """Return {label: (false positive rate, true positive rate)} for each threshold of a binary evaluation."""
+    if metrics["decision_rule"] == "argmax":
+        return {}
+    negative, positive = metrics["class_names"]
+    entries = {f"threshold {metrics['at_decision_threshold']['threshold']:.3f}": metrics["at_decision_threshold"]}
+    for name, label in (("best_f1", "best F1"), ("youden_j", "Youden's J")):
+        chosen = metrics.get("selected_thresholds", {}).get(name)
+        if chosen:
+            entries[f"{label} on validation ({chosen['threshold']:.3f})"] = chosen
+    return {
+        label: (1.0 - entry["per_class"][negative]["recall"], entry["per_class"][positive]["recall"])
+        for label, entry in entries.items()
+    }
+
+
+def write_evaluation_figures(run, predictions, metrics, predictor, threshold, gallery_size):
+    """Write the confusion matrix, ROC, PR, calibration, histogram and gallery figures; return their paths."""
+    points = evaluation.curve_points(predictions)
+    figures = {
+        "confusion_matrix": report_plots.confusion_matrix_figure(
+            metrics["at_decision_threshold"]["confusion_matrix"], title=f"Confusion matrix ({predictions.split})"
+        ),
+        "roc": report_plots.roc_figure(points, operating_points=operating_points(metrics)),
+        "precision_recall": report_plots.precision_recall_figure(points),
+        "calibration": report_plots.calibration_figure(
+            *evaluation.calibration_points(predictions), binary=predictions.is_binary
+        ),
+        "probability_histogram": report_plots.probability_histogram_figure(
+            predictions.probabilities, predictions.labels, predictions.class_names, threshold=threshold
+        ),
+    }
+    predicted = evaluation.predicted_labels(predictions, threshold)
+    examples = []
+    for index in evaluation.most_confident_mistakes(predictions, threshold=threshold, limit=gallery_size):
+        examples.append(
+            {
+                "image": predictor.load_image(predictions.paths[index]),
+                "true": predictions.class_names[predictions.labels[index]],
+                "predicted": predictions.class_names[predicted[index]],
+                "probability": predictions.probabilities[index, predicted[index]],
+                "name": Path(predictions.paths[index]).name,
+            }
+        )
+    figures["misclassified"] = report_plots.misclassified_gallery_figure(
+        examples, title=f"Most confident mistakes ({len(examples)} of {int((predicted != predictions.labels).sum())})"
+    )
+    return [report_plots.save_figure(figure, run.figures_dir / FIGURE_NAMES[name]) for name, figure in figures.items()]
+
+
+def gradcam_picks(predictions, threshold, count):
+    """Pick images to explain: the most confident mistakes and the most confident right answers, alternately."""
+    predicted = evaluation.predicted_labels(predictions, threshold)
+    confidence = predictions.probabilities[numpy.arange(len(predicted)), predicted]
+    right = [int(i) for i in numpy.argsort(-confidence, kind="stable") if predicted[i] == predictions.labels[i]]
+    # Right answers alternate between classes, so every class is shown when there is room.
+    by_class = [[i for i in right if predictions.labels[i] == label] for label in range(predictions.num_classes)]
+    right = [i for group in zip(*by_class) for i in group] or right
+    wrong = evaluation.most_confident_mistakes(predictions, threshold=threshold, limit=count)
+    picks = [i for pair in zip(wrong, right) for i in pair] + wrong[len(right):] + right[len(wrong):]
+    return picks[:count]
+
+
+def write_gradcam_examples(run, predictions, predictor, threshold, count):
+    """Write Grad-CAM overlays for a few evaluated images into figures/ and return their paths."""
+    from catsdogs.interpret import grad_cam
+
+    for stale in run.figures_dir.glob(GRADCAM_FIGURE_PATTERN.replace("{index:02d}", "*")):
+        stale.unlink()
+    picks = gradcam_picks(predictions, threshold, count)
+    if not picks:
+        return []
+    pixels = numpy.stack([predictor.load_image(predictions.paths[index]) for index in picks])
+    predicted = evaluation.predicted_labels(predictions, threshold)[picks]
+    heatmaps, _, layer = grad_cam(predictor.model, pixels, class_index=predicted)
+    paths = []
+    for number, (index, image, heatmap, label) in enumerate(zip(picks, pixels, heatmaps, predicted), start=1):
+        truth = predictions.class_names[predictions.labels[index]]
+        verdict = "right" if label == predictions.labels[index] else "wrong"
+        title = (
+            f"{Path(predictions.paths[index]).name}: predicted {predictions.class_names[label]} "
+            f"({predictions.probabilities[index, label]:.0%}), true {truth} — {verdict}"
+        )
+        figure = report_plots.gradcam_figure(image, heatmap, title=title, layer=layer)
+        paths.append(report_plots.save_figure(figure, run.figures_dir / GRADCAM_FIGURE_PATTERN.format(index=number)))
+    return paths
+
+
+def compare_runs(run_dirs):
+    """Summarise several runs side by side.
+
+    Args:
+        run_dirs: run folders, possibly of different models.
+
+    Returns:
+        (rows, figure): one dict per run (run, model, parameters, epochs, training
+        seconds, test accuracy with its 95% interval, macro F1, ROC-AUC, source of
+        the test numbers) and the overlay of their validation curves.
+
+    Raises:
+        CatsdogsError: if a folder is not a run folder.
+    """
+    rows, histories = [], {}
+    for path in run_dirs:
+        run = open_run(path)
+        metrics = run.read_metrics() if run.metrics_path.is_file() else {}
+        info = run.read_run_info()
+        history = run.read_history()
+        rows.append({"run": run.path.name, **_model_summary(run, info), **_test_summary(metrics)})
+        histories[f"{run.path.name} ({rows[-1]['model']})"] = history
+        rows[-1]["epochs"] = metrics.get("epochs_done", len(history.get("loss", [])))
+        rows[-1]["training_seconds"] = metrics.get("fit_seconds", info.get("fit_seconds"))
+    return rows, report_plots.validation_curves_figure(histories)
+
+
+def _model_summary(run, info):
+    model_name = info.get("model") or run.read_config().get("model", {}).get("name")
+    try:
+        parameters = run.load_model().count_params()
+    except CatsdogsError:
+        parameters = None
+    return {"model": model_name, "parameters": parameters}
+
+
+def _test_summary(metrics):
+    evaluated = metrics.get(EVALUATION_KEY, {}).get("test")
+    if evaluated:
+        decided = evaluated["at_decision_threshold"]
+        return {
+            "test_accuracy": decided["accuracy"],
+            "test_accuracy_low": decided["accuracy_interval"]["low"],
+            "test_accuracy_high": decided["accuracy_interval"]["high"],
+            "test_f1": decided["macro_avg"]["f1"],
+            "test_roc_auc": evaluated.get("roc_auc"),
+            "source": "catsdogs evaluate",
+        }
+    tested = metrics.get("test")
+    if not tested:
+        return {"test_accuracy": None, "test_accuracy_low": None, "test_accuracy_high": None, "test_f1": None, "test_roc_auc": None, "source": "no test split"}
+    # Training's own test accuracy; its interval follows from the number of test images.
+    total = metrics.get("images", {}).get("test", 0)
+    low, high = evaluation.wilson_interval(round(tested["accuracy"] * total), total) if total else (None, None)
+    return {
+        "test_accuracy": tested["accuracy"],
+        "test_accuracy_low": low,
+        "test_accuracy_high": high,
+        "test_f1": None,
+        "test_roc_auc": None,
+        "source": "training (run `catsdogs evaluate` for F1 and ROC-AUC)",
+    }
