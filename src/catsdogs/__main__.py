@@ -2,4 +2,6 @@ import sys
 
 from catsdogs.cli import main
 
-sys.exit(main())
+# The guard matters: prepare's worker processes may re-import this module when they start.
+if __name__ == "__main__":
+    sys.exit(main())
