@@ -1,0 +1,92 @@
+"""One image path: a photo gives the same pixels through `prepare` + training as through `predict`."""
+
+import io
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from helpers import tiny_config
+from PIL import Image
+
+from catsdogs.data.dataset import list_images, make_dataset
+from catsdogs.data.prepare import prepare_dataset
+from catsdogs.inference import Predictor
+from catsdogs.models import build_model
+from catsdogs.runs import RunDir
+
+
+def _photo(seed, size=(40, 56)):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (size[0] // 4, size[1] // 4, 3), dtype=np.uint8)
+    return Image.fromarray(base).resize((size[1], size[0]), Image.BILINEAR)
+
+
+def _odd_files(offset):
+    """One photo of each kind that `prepare` must normalise, plus a plain JPEG that passes through."""
+    files = {}
+    rotated = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display.
+    _photo(1 + offset).save(rotated, "JPEG", exif=exif.tobytes(), quality=92)
+    files["rotated.jpg"] = rotated.getvalue()
+    cmyk = io.BytesIO()
+    _photo(2 + offset).convert("CMYK").save(cmyk, "JPEG", quality=92)
+    files["cmyk.jpg"] = cmyk.getvalue()
+    rgba = io.BytesIO()
+    transparent = _photo(3 + offset).convert("RGBA")
+    transparent.putalpha(128)
+    transparent.save(rgba, "PNG")
+    files["alpha.png"] = rgba.getvalue()
+    gray = io.BytesIO()
+    _photo(4 + offset).convert("L").save(gray, "WEBP", lossless=True)
+    files["gray.webp"] = gray.getvalue()
+    plain = io.BytesIO()
+    _photo(5 + offset).save(plain, "JPEG", quality=90)
+    files["plain.jpg"] = plain.getvalue()
+    return files
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    keras.utils.set_random_seed(1)
+    run_dir = RunDir.create(tmp_path_factory.mktemp("runs"), model_name="seed_cnn", run_name="pixels")
+    run_dir.write_config(tiny_config().to_dict())
+    run_dir.write_labels(["cats", "dogs"])
+    run_dir.save_model(build_model("seed_cnn", input_shape=(32, 32, 3), num_classes=2))
+    return Predictor.from_run_dir(run_dir.path)
+
+
+def test_prepare_then_pipeline_equals_predict_for_every_kind_of_photo(tmp_path, predictor):
+    source = tmp_path / "source"
+    files = {}
+    for offset, class_name in enumerate(("cats", "dogs")):
+        (source / class_name).mkdir(parents=True)
+        # Different photos per class: identical bytes under two labels would be quarantined as a conflict.
+        for name, data in _odd_files(10 * offset).items():
+            (source / class_name / name).write_bytes(data)
+            files[f"{class_name}/{name}"] = data
+    prepare_dataset(
+        source, tmp_path / "data", class_names=["cats", "dogs"], split="all", train_per_class=1,
+        validation_per_class=1, test_per_class=0, validation_fraction=0.2, test_fraction=0.2, seed=0,
+        max_pixels=10_000_000, min_side=8, progress=False,
+    )
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    source_of = {entry["destination"]: entry["source"] for entry in manifest["files"] if entry["status"] == "ok"}
+    assert len(source_of) == len(files)
+    checked = 0
+    for split in ("train", "validation", "test"):
+        split_dir = tmp_path / "data" / split
+        if not split_dir.is_dir():
+            continue
+        paths, _, _ = list_images(split_dir)
+        dataset, _ = make_dataset(split_dir, image_size=predictor.image_size, batch_size=64)
+        training_pixels = np.concatenate([images.numpy() for images, _ in dataset]).astype(np.uint8)
+        for path, pixels in zip(paths, training_pixels):
+            destination = Path(path).relative_to(tmp_path / "data").as_posix()
+            original = files[source_of[destination]]
+            # The service and `predict` receive the original upload, never the prepared file.
+            np.testing.assert_array_equal(predictor.load_image(original), pixels, err_msg=destination)
+            checked += 1
+    assert checked == len(files)
