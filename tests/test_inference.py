@@ -121,7 +121,10 @@ def test_cli_table_and_usage_errors(run_path, mixed_folder, tmp_path, capsys):
     assert table[0].split() == ["file", "label", "probability"]
     assert "ERROR" in table[2] and "no such file or folder" in table[2]
     assert main(["predict", str(run_path), str(mixed_folder), "--threshold", "0"]) == 2
-    assert main(["predict", str(tmp_path), str(mixed_folder)]) == 2  # Not a run folder.
+    damaged = tmp_path / "damaged_run"
+    damaged.mkdir()
+    (damaged / "model.keras").write_bytes(b"")
+    assert main(["predict", str(damaged), str(mixed_folder)]) == 2  # A run folder without config.json.
 
 
 def test_tampered_run_is_refused(run_path, tmp_path):

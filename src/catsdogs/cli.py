@@ -6,7 +6,12 @@ needs them, so `catsdogs --help` answers at once.
 """
 
 import argparse
+import os
 import sys
+
+# TensorFlow's C++ start-up chatter (oneDNN, CPU feature notices) buries the output users need.
+# Set before TensorFlow is first imported; a user's own setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from catsdogs import __version__
 from catsdogs.errors import CatsdogsError
@@ -219,15 +224,17 @@ def _run_train(arguments):
 def _add_predict_command(subparsers):
     parser = subparsers.add_parser(
         "predict",
-        help="Label image files, folders or globs with a trained run.",
+        help="Label image files, folders or globs with a trained run (or, without one, the zero-shot model).",
         description=(
             "Predict a label and probability for every image in PATH... (files, folders searched recursively, "
             "glob patterns). Images get the same normalisation as `prepare`. A file that cannot be read gets an "
-            "error row; the exit status is 0 if every file succeeded and 1 otherwise."
+            "error row; the exit status is 0 if every file succeeded and 1 otherwise. When the first argument is "
+            "not a run folder, every argument is an image and the zero-shot ImageNet model answers cats or dogs."
         ),
     )
-    parser.add_argument("run_dir", metavar="RUN", help="Run folder made by `catsdogs train`.")
-    parser.add_argument("paths", metavar="PATH", nargs="+", help="Image files, folders or glob patterns.")
+    parser.add_argument("run_dir", metavar="RUN|PATH", help="Run folder made by `catsdogs train`; leave it out for the zero-shot model.")
+    parser.add_argument("paths", metavar="PATH", nargs="*", help="Image files, folders or glob patterns.")
+    _add_test_time_augmentation_argument(parser)
     parser.add_argument("--threshold", type=float, default=0.5, metavar="T", help="For two classes: predict the second class when its probability >= T. Default: 0.5.")
     parser.add_argument("--format", dest="output_format", choices=["table", "csv", "json"], default="table", help="Output format. Default: table.")
     parser.add_argument("--output", metavar="FILE", help="Write the output to FILE instead of printing it.")
@@ -239,11 +246,32 @@ def _run_predict(arguments):
     from catsdogs.inference import Predictor, check_threshold, format_predictions, predict_files
 
     check_threshold(arguments.threshold)
-    predictor = Predictor.from_run_dir(arguments.run_dir, threshold=arguments.threshold, batch_size=arguments.batch_size)
+    if _is_run_dir(arguments.run_dir):
+        if not arguments.paths:
+            raise CatsdogsError(
+                f"Name at least one image, folder or glob pattern after the run folder. Received: run_dir={arguments.run_dir}"
+            )
+        predictor = Predictor.from_run_dir(
+            arguments.run_dir, threshold=arguments.threshold, batch_size=arguments.batch_size,
+            test_time_augmentation=arguments.test_time_augmentation,
+        )
+    else:
+        from catsdogs.zero_shot import ZeroShotPredictor
+
+        # No run folder: every argument is an image, and the pretrained ImageNet model answers.
+        arguments.paths = [arguments.run_dir, *arguments.paths]
+        predictor = ZeroShotPredictor.load(
+            threshold=arguments.threshold, batch_size=arguments.batch_size,
+            test_time_augmentation=bool(arguments.test_time_augmentation),
+        )
+        if arguments.output_format != "table" or arguments.output:
+            print(f"catsdogs predict: {predictor.note}", file=sys.stderr)
     if len(predictor.class_names) > 2 and arguments.threshold != 0.5:
         print("catsdogs predict: note: --threshold applies to two-class models only; the most probable class wins.", file=sys.stderr)
     predictions = predict_files(predictor, arguments.paths)
     text = format_predictions(predictions, output_format=arguments.output_format)
+    if arguments.output_format == "table" and getattr(predictor, "note", None):
+        text = f"# {predictor.note}\n{text}"
     if arguments.output:
         from catsdogs.fileio import atomic_write_text
 
@@ -253,6 +281,30 @@ def _run_predict(arguments):
     failed = sum(not prediction.ok for prediction in predictions)
     print(f"catsdogs predict: {len(predictions)} inputs, {len(predictions) - failed} predicted, {failed} failed", file=sys.stderr)
     return EXIT_FAILURES if failed else EXIT_OK
+
+
+def _add_test_time_augmentation_argument(parser):
+    parser.add_argument(
+        "--tta", dest="test_time_augmentation", action=argparse.BooleanOptionalAction, default=None,
+        help="Test-time augmentation: average each prediction over the image and its mirror image (twice the time). "
+        "Default: the run's model.test_time_augmentation.",
+    )
+
+
+def _is_run_dir(path):
+    """Whether `path` is a run folder; a folder with run files but no config.json is refused, not taken for photos."""
+    from pathlib import Path
+
+    from catsdogs.runs import CONFIG_FILE, LABELS_FILE, MODEL_FILE, RUN_FILE, RunDir
+
+    folder = Path(path)
+    if not folder.is_dir():
+        return False
+    if (folder / CONFIG_FILE).is_file():
+        return True
+    if any((folder / name).exists() for name in (MODEL_FILE, RUN_FILE, LABELS_FILE)):
+        RunDir.open(folder)  # Raises the "not a run folder" error, naming what is missing.
+    return False
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -274,6 +326,7 @@ def _add_evaluate_command(subparsers):
     parser.add_argument("--data", metavar="DIR", help="Another prepared folder with the same class names. Default: the run's own data.")
     parser.add_argument("--threshold", type=float, default=0.5, metavar="T", help="Configured threshold on the second class's probability (two classes). Default: 0.5.")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="Images per model call. Default: 32.")
+    _add_test_time_augmentation_argument(parser)
     parser.set_defaults(run=_run_evaluate)
 
 
@@ -287,6 +340,7 @@ def _run_evaluate(arguments):
         data_dir=arguments.data,
         decision_threshold=check_threshold(arguments.threshold),
         batch_size=arguments.batch_size,
+        test_time_augmentation=arguments.test_time_augmentation,
     )
     metrics = result.metrics
     decided = metrics["at_decision_threshold"]

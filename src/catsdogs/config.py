@@ -17,6 +17,7 @@ from catsdogs.errors import CatsdogsError
 SPLIT_MODES = ("numbers", "fraction", "all")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "one_cycle")
+FEATURE_ENGINES = ("auto", "onnxruntime", "keras")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,7 @@ class ModelConfig:
     name: str
     dropout_rate: float
     weights: str
+    test_time_augmentation: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +73,12 @@ class TrainConfig:
     min_learning_rate: float
     tensorboard: bool
     deterministic: bool
+    feature_cache: bool
+    feature_flip: bool
+    feature_engine: str
+    fine_tune_blocks: int
+    fine_tune_epochs: int
+    fine_tune_learning_rate: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +132,10 @@ _VALUE_CHECKS = {
     "train.reduce_lr_factor": (lambda v: 0 < v < 1, "a number between 0 and 1"),
     "train.reduce_lr_patience": (lambda v: v >= 1, "a positive integer"),
     "train.min_learning_rate": (lambda v: v >= 0, "zero or a positive number"),
+    "train.feature_engine": (lambda v: v in FEATURE_ENGINES, f"one of {', '.join(FEATURE_ENGINES)}"),
+    "train.fine_tune_blocks": (lambda v: v >= 0, "zero (off) or a positive number of blocks"),
+    "train.fine_tune_epochs": (lambda v: v >= 1, "a positive integer"),
+    "train.fine_tune_learning_rate": (lambda v: v > 0, "a positive number"),
     "serve.port": (lambda v: 0 <= v <= 65535, "a port number from 0 to 65535"),
     "serve.max_upload_mb": (lambda v: v >= 1, "a positive integer"),
 }

@@ -102,7 +102,7 @@ def predict_split(predictor, data_dir, split):
     return predictions, unreadable
 
 
-def evaluate_run(run_dir, *, split="test", data_dir=None, decision_threshold=0.5, gallery_size=12, gradcam_examples=4, batch_size=32):
+def evaluate_run(run_dir, *, split="test", data_dir=None, decision_threshold=0.5, gallery_size=12, gradcam_examples=4, batch_size=32, test_time_augmentation=None):
     """Evaluate a trained run on a split, write metrics, figures and the report.
 
     Args:
@@ -113,6 +113,8 @@ def evaluate_run(run_dir, *, split="test", data_dir=None, decision_threshold=0.5
         gallery_size: how many of the most confident mistakes to show.
         gradcam_examples: how many Grad-CAM overlays to add to the report.
         batch_size: images per model call.
+        test_time_augmentation: average over each image and its mirror image; None takes the run's
+            `model.test_time_augmentation`.
 
     Returns:
         An `EvaluationResult`.
@@ -128,7 +130,9 @@ def evaluate_run(run_dir, *, split="test", data_dir=None, decision_threshold=0.5
     run = open_run(run_dir)
     recorded = run.read_run_info().get("data_dir")
     data_dir = resolve_data_dir(run, data_dir)
-    predictor = Predictor.from_run_dir(run.path, threshold=decision_threshold, batch_size=batch_size)
+    predictor = Predictor.from_run_dir(
+        run.path, threshold=decision_threshold, batch_size=batch_size, test_time_augmentation=test_time_augmentation
+    )
     validation, validation_unreadable = predict_split(predictor, data_dir, "validation")
     if split == "validation":
         evaluated, unreadable = validation, validation_unreadable
@@ -141,7 +145,7 @@ def evaluate_run(run_dir, *, split="test", data_dir=None, decision_threshold=0.5
     metrics = evaluation.evaluate_predictions(evaluated, decision_threshold=decision_threshold, selection=selection)
     own_data = recorded is not None and Path(recorded).resolve() == data_dir.resolve()
     key = split if own_data else f"{split} of {data_dir.resolve()}"
-    metrics.update(data_dir=str(data_dir.resolve()), unreadable=unreadable)
+    metrics.update(data_dir=str(data_dir.resolve()), unreadable=unreadable, test_time_augmentation=predictor.test_time_augmentation)
     figures = write_evaluation_figures(run, evaluated, metrics, predictor, decision_threshold, gallery_size)
     figures += write_gradcam_examples(run, evaluated, predictor, decision_threshold, gradcam_examples)
     stored = run.read_metrics() if run.metrics_path.is_file() else {}

@@ -68,10 +68,13 @@ class Predictor:
         max_pixels: largest accepted image, as in `prepare`.
         min_side: smallest accepted image side, as in `prepare`.
         batch_size: images per model call.
+        test_time_augmentation: average the probabilities of each image and its
+            mirror image (horizontal flip); twice the model calls.
     """
 
-    def __init__(self, model, *, class_names, image_size, threshold=DEFAULT_THRESHOLD, max_pixels=50_000_000, min_side=32, batch_size=DEFAULT_BATCH_SIZE):
+    def __init__(self, model, *, class_names, image_size, threshold=DEFAULT_THRESHOLD, max_pixels=50_000_000, min_side=32, batch_size=DEFAULT_BATCH_SIZE, test_time_augmentation=False):
         self.model = model
+        self.test_time_augmentation = bool(test_time_augmentation)
         self.class_names = list(class_names)
         self.image_size = tuple(image_size)
         self.threshold = check_threshold(threshold)
@@ -80,8 +83,10 @@ class Predictor:
         self.batch_size = batch_size
 
     @classmethod
-    def from_run_dir(cls, path, *, threshold=DEFAULT_THRESHOLD, batch_size=DEFAULT_BATCH_SIZE):
+    def from_run_dir(cls, path, *, threshold=DEFAULT_THRESHOLD, batch_size=DEFAULT_BATCH_SIZE, test_time_augmentation=None):
         """Load a run folder's verified model, labels and image settings.
+
+        `test_time_augmentation` None takes the run config's `model.test_time_augmentation`.
 
         Raises:
             CatsdogsError: if the folder is not a finished run or its model fails the SHA-256 check.
@@ -99,6 +104,7 @@ class Predictor:
             max_pixels=config.data.max_pixels,
             min_side=config.data.min_side,
             batch_size=batch_size,
+            test_time_augmentation=config.model.test_time_augmentation if test_time_augmentation is None else test_time_augmentation,
         )
 
     def load_image(self, image):
@@ -146,7 +152,12 @@ class Predictor:
 
     def predict_pixels(self, pixels):
         """Return class probabilities (n, classes) for already resized pixels (n, height, width, 3)."""
-        output = numpy.asarray(self.model.predict_on_batch(numpy.asarray(pixels, dtype=numpy.float32)), dtype=numpy.float64)
+        pixels = numpy.asarray(pixels, dtype=numpy.float32)
+        output = numpy.asarray(self.model.predict_on_batch(pixels), dtype=numpy.float64)
+        if self.test_time_augmentation:
+            # Cats and dogs look the same mirrored; averaging both views smooths out the model's quirks.
+            mirrored = numpy.ascontiguousarray(pixels[:, :, ::-1, :])
+            output = (output + numpy.asarray(self.model.predict_on_batch(mirrored), dtype=numpy.float64)) / 2.0
         if output.shape[-1] == 1:
             output = numpy.concatenate([1.0 - output, output], axis=-1)
         return output

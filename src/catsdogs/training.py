@@ -37,8 +37,10 @@ from catsdogs.data.dataset import augment_arguments, decode_and_resize, list_ima
 from catsdogs.errors import CatsdogsError
 from catsdogs.evaluate_run import report_after_training
 from catsdogs.models import build_model
+from catsdogs.models.transfer import is_transfer_model
 from catsdogs.optimizers import build_learning_rate, build_optimizer
 from catsdogs.runs import AUGMENTATION_FIGURE, HISTORY_FIGURE, STATUS_FINISHED, STATUS_FITTED, RunDir, check_run_name
+from catsdogs.transfer_fit import fit_transfer
 
 logger = logging.getLogger("catsdogs.training")
 
@@ -99,9 +101,17 @@ def train(config, data_dir, *, runs_dir="runs", run_name=None, resume=True, extr
             dropout_rate=config.model.dropout_rate,
             weights=config.model.weights,
         )
-        _compile(model, config.train, num_classes=len(class_names), steps_per_epoch=math.ceil(counts["train"] / config.train.batch_size))
-        if info.get("status") != STATUS_FITTED:
-            _fit(model, run_dir, datasets, config.train, extra_callbacks=extra_callbacks, verbose=verbose)
+        if is_transfer_model(model):
+            # A nested pretrained backbone: head on cached features, then optional fine-tuning.
+            if info.get("status") != STATUS_FITTED:
+                fit_transfer(
+                    model, run_dir, datasets, config, data_dir=data_dir, augment=augment, num_classes=len(class_names),
+                    extra_callbacks=extra_callbacks, verbose=verbose,
+                )
+        else:
+            _compile(model, config.train, num_classes=len(class_names), steps_per_epoch=math.ceil(counts["train"] / config.train.batch_size))
+            if info.get("status") != STATUS_FITTED:
+                _fit(model, run_dir, datasets, config.train, extra_callbacks=extra_callbacks, verbose=verbose)
         _finish(run_dir, model, datasets, counts, config.train, num_classes=len(class_names))
         report_after_training(run_dir)
     return run_dir
