@@ -15,6 +15,10 @@ else
 DATA ?= data/raw/train
 endif
 PREPARED ?= data/prepared
+RUNS ?= runs
+# The demo recipe: EfficientNet-Lite0 transfer learning (a few minutes on 2 cores).
+# `make demo CONFIG=configs/seed.toml` trains the seed's own CNN instead (about half an hour).
+CONFIG ?= configs/demo.toml
 
 .PHONY: demo test install clean
 
@@ -34,6 +38,7 @@ demo: $(STAMP)
 	  echo "or run: make demo DATA=/path/to/train"; \
 	  exit 2; }
 	$(BIN)/catsdogs prepare "$(DATA)" --out $(PREPARED)
+	$(BIN)/catsdogs train $(PREPARED) --config $(CONFIG) --out $(RUNS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
