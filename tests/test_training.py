@@ -162,3 +162,15 @@ def test_seed_cnn_learns_on_real_photos(tmp_path):
     metrics = run_dir.read_metrics()
     assert metrics["epochs_done"] == 2 and np.isfinite(metrics["validation"]["loss"])
     assert run_dir.history_figure_path.is_file() and run_dir.augmentation_figure_path.is_file()
+
+
+def test_a_loss_stuck_at_ln_2_is_reported(caplog):
+    from catsdogs.training import _warn_if_stuck_at_chance
+
+    with caplog.at_level("WARNING", logger="catsdogs.training"):
+        _warn_if_stuck_at_chance({"loss": [0.70, 0.6932, 0.6931, 0.6931]}, num_classes=2)
+    assert "stayed at ln 2" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="catsdogs.training"):
+        _warn_if_stuck_at_chance({"loss": [0.70, 0.69, 0.66, 0.61]}, num_classes=2)
+    assert caplog.text == ""

@@ -215,6 +215,8 @@ def _run_train(arguments):
         if split in metrics:
             print(f"{split + ':':<11} accuracy {metrics[split]['accuracy']:.4f}, loss {metrics[split]['loss']:.4f}")
     print(f"curves:     {run_dir.history_figure_path}")
+    if run_dir.report_path.exists():
+        print(f"report:     {run_dir.report_path}")
     return EXIT_OK
 
 

@@ -270,6 +270,7 @@ def _finish(run_dir, model, datasets, counts, train_config, *, num_classes):
     run_dir.save_model(final_model)
     final_model.compile(loss="binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy", metrics=["accuracy"])
     history = run_dir.read_history()
+    _warn_if_stuck_at_chance(history, num_classes=num_classes)
     info = run_dir.read_run_info()
     metrics = {
         "model": info.get("model"),
@@ -292,6 +293,20 @@ def _finish(run_dir, model, datasets, counts, train_config, *, num_classes):
     run_dir.update_run_info(status=STATUS_FINISHED, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
     run_dir.remove_training_state()
     logger.info("Finished: model %s, metrics %s", run_dir.model_path, run_dir.metrics_path)
+
+
+def _warn_if_stuck_at_chance(history, *, num_classes, epochs=3, tolerance=0.002):
+    """Log a warning when the training loss sat at chance level, ln(number of classes), to the end."""
+    losses = history.get("loss", [])[-epochs:]
+    chance = math.log(num_classes)
+    if len(losses) == epochs and all(abs(loss - chance) < tolerance for loss in losses):
+        logger.warning(
+            "The training loss stayed at ln %d = %.3f for the last %d epochs: the model outputs a constant, as the "
+            "seed notes' run did. Usually the learning rate is too high for this model (dead ReLU units) or pixels "
+            "are scaled twice; see docs/benchmarks.md, 'Seed-run diagnosis'. Try --set train.learning_rate=0.0001 "
+            "or --model seed_cnn_bn.",
+            num_classes, chance, epochs,
+        )
 
 
 def _best_epoch(history):
