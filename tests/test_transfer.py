@@ -24,7 +24,7 @@ TINY_SHAPE = (32, 32, 3)
 
 
 @pytest.mark.parametrize("name", TRANSFER_MODELS)
-def test_registry_entry_trains_a_step_and_reloads_identically(name, tmp_path):
+def test_registry_entry_trains_only_its_head_and_reloads_identically(name, tmp_path):
     keras.utils.set_random_seed(0)
     model = build_model(name, input_shape=TINY_SHAPE, num_classes=2, dropout_rate=0.2, weights=None)
     assert is_transfer_model(model) and model_entry(name).pretrained
@@ -36,9 +36,11 @@ def test_registry_entry_trains_a_step_and_reloads_identically(name, tmp_path):
     model.train_on_batch(pixels, np.array([0, 1, 0, 1], "float32"))
     changed = {weight.path for weight in model.weights if not np.array_equal(before[weight.path], weight.numpy())}
     assert changed and changed <= {"predictions/kernel", "predictions/bias"}
-    expected = model.predict_on_batch(pixels)
-    save_model(model, tmp_path / "model.keras")
-    np.testing.assert_array_equal(load_model(tmp_path / "model.keras").predict_on_batch(pixels), expected)
+    # Saving 60-90 MB (VGG16, ResNet50, Xception) takes seconds; test_models.py saves those under `-m slow`.
+    if model.count_params() < 5_000_000:
+        expected = model.predict_on_batch(pixels)
+        save_model(model, tmp_path / "model.keras")
+        np.testing.assert_array_equal(load_model(tmp_path / "model.keras").predict_on_batch(pixels), expected)
     # Grad-CAM's layer is inside the nested backbone.
     layer_name = model_entry(name).last_conv_layer.split("/")[1]
     assert len(backbone_of(model).get_layer(layer_name).output.shape) == 4
@@ -193,3 +195,12 @@ def test_transfer_training_with_augmentation_runs_the_frozen_backbone_end_to_end
     assert not transfer["cached_features"] and not transfer["fine_tune_on_cached_activations"]
     assert not (data_dir / ".cache").exists()
     assert len(run_dir.read_history()["loss"]) == 2 and is_transfer_model(run_dir.load_model())
+
+
+def test_demo_config_is_valid():
+    from pathlib import Path
+
+    from catsdogs.config import load_config
+
+    config = load_config(Path(__file__).resolve().parent.parent / "configs" / "demo.toml")
+    assert config.model.name == "efficientnet_lite0" and not config.augment.enabled and config.train.feature_cache

@@ -347,7 +347,8 @@ def _run_evaluate(arguments):
     metrics = result.metrics
     decided = metrics["at_decision_threshold"]
     interval = decided["accuracy_interval"]
-    print(f"evaluated:  {metrics['split']} split, {metrics['num_examples']} images of {metrics['data_dir']}")
+    tta = " (test-time augmentation: each image averaged with its mirror image)" if metrics.get("test_time_augmentation") else ""
+    print(f"evaluated:  {metrics['split']} split, {metrics['num_examples']} images of {metrics['data_dir']}{tta}")
     print(f"accuracy:   {decided['accuracy']:.4f} (95% interval {interval['low']:.4f} to {interval['high']:.4f})")
     print(f"macro F1:   {decided['macro_avg']['f1']:.4f}   ROC-AUC: {_format_number(metrics.get('roc_auc'))}   PR-AUC: {_format_number(metrics.get('pr_auc'))}")
     print(f"log loss:   {metrics['log_loss']:.4f}   Brier: {metrics['brier']:.4f}")

@@ -11,12 +11,13 @@ The backbone runs in ONNX Runtime when it is installed (about 1.6x faster than
 Keras on a CPU, see docs/efficientnet_lite0.md), after checking on the first
 batch that it agrees with Keras; otherwise, or if they disagree, in Keras.
 
-A cache file is keyed by the backbone (model name, a hash of every weight
-before the head, the image size, the outputs asked for), by the split's files
-(relative path, size and modification time of each, and its label) and by
-the flip, so a changed photo, a retrained backbone or another size is never
-served stale features. Files are written to a temporary name and then moved
-into place.
+Each output is cached in its own file, keyed by the backbone (model name, a
+hash of every weight before the head, the image size), by the output's name
+and dtype, by the split's files (relative path, size and modification time of
+each, and its label) and by the flip, so a changed photo, a retrained backbone
+or another size is never served stale features. Files are written to a
+temporary name and then moved into place. Nothing is ever evicted: old keys
+stay until the folder (DATA/.cache/features) is deleted.
 """
 
 import hashlib
