@@ -58,3 +58,22 @@ def tiny_config(*overrides, size=32, epochs=2):
             *overrides,
         ],
     )
+
+
+def make_untrained_run(runs_dir, run_name):
+    """Write a run folder holding an untrained 32x32 seed CNN: enough for prediction tests.
+
+    Returns:
+        The run folder's path.
+    """
+    import keras
+
+    from catsdogs.models import build_model
+    from catsdogs.runs import RunDir
+
+    keras.utils.set_random_seed(1)
+    run_dir = RunDir.create(runs_dir, model_name="seed_cnn", run_name=run_name)
+    run_dir.write_config(tiny_config().to_dict())
+    run_dir.write_labels(list(CLASS_NAMES))
+    run_dir.save_model(build_model("seed_cnn", input_shape=(32, 32, 3), num_classes=2))
+    return run_dir.path

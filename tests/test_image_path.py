@@ -4,17 +4,14 @@ import io
 import json
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
-from helpers import tiny_config
+from helpers import make_untrained_run
 from PIL import Image
 
 from catsdogs.data.dataset import list_images, make_dataset
 from catsdogs.data.prepare import prepare_dataset
 from catsdogs.inference import Predictor
-from catsdogs.models import build_model
-from catsdogs.runs import RunDir
 
 
 def _photo(seed, size=(40, 56)):
@@ -50,12 +47,7 @@ def _odd_files(offset):
 
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
-    keras.utils.set_random_seed(1)
-    run_dir = RunDir.create(tmp_path_factory.mktemp("runs"), model_name="seed_cnn", run_name="pixels")
-    run_dir.write_config(tiny_config().to_dict())
-    run_dir.write_labels(["cats", "dogs"])
-    run_dir.save_model(build_model("seed_cnn", input_shape=(32, 32, 3), num_classes=2))
-    return Predictor.from_run_dir(run_dir.path)
+    return Predictor.from_run_dir(make_untrained_run(tmp_path_factory.mktemp("runs"), "pixels"))
 
 
 def test_prepare_then_pipeline_equals_predict_for_every_kind_of_photo(tmp_path, predictor):

@@ -2,30 +2,23 @@ import csv
 import io
 import json
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import synthetic_image, tiny_config
+from helpers import make_untrained_run, synthetic_image
 from PIL import Image
 
 from catsdogs.cli import main
 from catsdogs.data.dataset import decode_and_resize
 from catsdogs.errors import CatsdogsError
 from catsdogs.inference import Predictor, expand_inputs, format_predictions, predict_files
-from catsdogs.models import build_model
 from catsdogs.runs import RunDir
 
 
 @pytest.fixture(scope="module")
 def run_path(tmp_path_factory):
     """A run folder with an untrained seed CNN: predictions need a model, not a good one."""
-    keras.utils.set_random_seed(1)
-    run_dir = RunDir.create(tmp_path_factory.mktemp("runs"), model_name="seed_cnn", run_name="tiny")
-    run_dir.write_config(tiny_config().to_dict())
-    run_dir.write_labels(["cats", "dogs"])
-    run_dir.save_model(build_model("seed_cnn", input_shape=(32, 32, 3), num_classes=2))
-    return run_dir.path
+    return make_untrained_run(tmp_path_factory.mktemp("runs"), "tiny")
 
 
 @pytest.fixture(scope="module")
