@@ -18,6 +18,7 @@ SPLIT_MODES = ("numbers", "fraction", "all")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "one_cycle")
 FEATURE_ENGINES = ("auto", "onnxruntime", "keras")
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +74,7 @@ class TrainConfig:
     min_learning_rate: float
     tensorboard: bool
     deterministic: bool
+    precision: str
     feature_cache: bool
     feature_flip: bool
     feature_engine: str
@@ -132,6 +134,7 @@ _VALUE_CHECKS = {
     "train.reduce_lr_factor": (lambda v: 0 < v < 1, "a number between 0 and 1"),
     "train.reduce_lr_patience": (lambda v: v >= 1, "a positive integer"),
     "train.min_learning_rate": (lambda v: v >= 0, "zero or a positive number"),
+    "train.precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     "train.feature_engine": (lambda v: v in FEATURE_ENGINES, f"one of {', '.join(FEATURE_ENGINES)}"),
     "train.fine_tune_blocks": (lambda v: v >= 0, "zero (off) or a positive number of blocks"),
     "train.fine_tune_epochs": (lambda v: v >= 1, "a positive integer"),

@@ -36,7 +36,7 @@ from catsdogs.data.augment import augment_batch
 from catsdogs.data.dataset import augment_arguments, decode_and_resize, list_images, make_dataset
 from catsdogs.errors import CatsdogsError
 from catsdogs.evaluate_run import report_after_training
-from catsdogs.models import build_model
+from catsdogs.models import build_model, model_entry
 from catsdogs.models.transfer import is_transfer_model
 from catsdogs.optimizers import build_learning_rate, build_optimizer
 from catsdogs.runs import AUGMENTATION_FIGURE, HISTORY_FIGURE, STATUS_FINISHED, STATUS_FITTED, RunDir, check_run_name
@@ -67,7 +67,7 @@ def train(config, data_dir, *, runs_dir="runs", run_name=None, resume=True, extr
         CatsdogsError: for contradictory settings, unusable data, or a run that diverged before
             any model was worth keeping.
     """
-    _check_settings(config.train)
+    _check_settings(config.train, model_name=config.model.name)
     data_dir = Path(data_dir)
     config_dict = config.to_dict()
     _seed_everything(config.train.seed, deterministic=config.train.deterministic)
@@ -94,13 +94,14 @@ def train(config, data_dir, *, runs_dir="runs", run_name=None, resume=True, extr
         logger.info("Run folder %s (attempt %d), data %s, images %s", run_dir.path, info["attempts"], data_dir, counts)
         if augment and not run_dir.augmentation_figure_path.is_file():
             _write_augmentation_figure(run_dir, data_dir / "train", image_size=image_size, augment=augment, seed=config.train.seed)
-        model = build_model(
-            config.model.name,
-            input_shape=(*image_size, 3),
-            num_classes=len(class_names),
-            dropout_rate=config.model.dropout_rate,
-            weights=config.model.weights,
-        )
+        with _dtype_policy(config.train.precision):
+            model = build_model(
+                config.model.name,
+                input_shape=(*image_size, 3),
+                num_classes=len(class_names),
+                dropout_rate=config.model.dropout_rate,
+                weights=config.model.weights,
+            )
         if is_transfer_model(model):
             # A nested pretrained backbone: head on cached features, then optional fine-tuning.
             if info.get("status") != STATUS_FITTED:
@@ -117,8 +118,15 @@ def train(config, data_dir, *, runs_dir="runs", run_name=None, resume=True, extr
     return run_dir
 
 
-def _check_settings(train_config):
+def _check_settings(train_config, *, model_name):
     import importlib.util
+
+    if train_config.precision != "float32" and model_entry(model_name).pretrained:
+        # Cached features come from a float32 ONNX export of the backbone; mixing formats is untested.
+        raise CatsdogsError(
+            "Mixed precision is for models trained from scratch; pretrained (transfer) models train in float32. "
+            f"Use --set train.precision=float32. Received: train.precision={train_config.precision}, model.name={model_name}"
+        )
 
     if train_config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise CatsdogsError(
@@ -139,6 +147,22 @@ def _seed_everything(seed, *, deterministic):
     if deterministic:
         # Process-wide and irreversible: every later op must have a deterministic kernel.
         tf.config.experimental.enable_op_determinism()
+
+
+@contextlib.contextmanager
+def _dtype_policy(precision):
+    """Build layers under `precision`'s Keras dtype policy, then restore the previous global policy.
+
+    Layers keep the policy they were built with, and a saved model records it, so a model
+    trained in mixed_bfloat16 also predicts in it after loading. Its output layer stays
+    float32 (see `classifier_head`), so probabilities and losses keep full precision.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _load_splits(data_dir, *, image_size, batch_size, seed, augment, cache):

@@ -174,10 +174,11 @@ def classifier_head(x, *, num_classes, name="predictions"):
         name: the layer's name, which later code looks up.
 
     Returns:
-        The probabilities tensor.
+        The probabilities tensor, in float32.
     """
     from keras import layers
 
+    # float32 whatever the global policy: probabilities and the loss need full precision.
     if num_classes == 2:
-        return layers.Dense(1, activation="sigmoid", name=name)(x)
-    return layers.Dense(num_classes, activation="softmax", name=name)(x)
+        return layers.Dense(1, activation="sigmoid", name=name, dtype="float32")(x)
+    return layers.Dense(num_classes, activation="softmax", name=name, dtype="float32")(x)
