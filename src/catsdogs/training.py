@@ -94,7 +94,7 @@ def train(config, data_dir, *, runs_dir="runs", run_name=None, resume=True, extr
         logger.info("Run folder %s (attempt %d), data %s, images %s", run_dir.path, info["attempts"], data_dir, counts)
         if augment and not run_dir.augmentation_figure_path.is_file():
             _write_augmentation_figure(run_dir, data_dir / "train", image_size=image_size, augment=augment, seed=config.train.seed)
-        with _dtype_policy(config.train.precision):
+        with dtype_policy(config.train.precision):
             model = build_model(
                 config.model.name,
                 input_shape=(*image_size, 3),
@@ -150,7 +150,7 @@ def _seed_everything(seed, *, deterministic):
 
 
 @contextlib.contextmanager
-def _dtype_policy(precision):
+def dtype_policy(precision):
     """Build layers under `precision`'s Keras dtype policy, then restore the previous global policy.
 
     Layers keep the policy they were built with, and a saved model records it, so a model
