@@ -1,9 +1,11 @@
 import re
+from pathlib import Path
 
 import pytest
 
 from catsdogs.config import Config, config_from_dict, default_config_text, load_config
 from catsdogs.errors import CatsdogsError
+from catsdogs.models import available_models
 
 
 def test_defaults_are_the_seed_config():
@@ -101,3 +103,10 @@ def test_round_trip_through_a_dict():
     config = load_config(overrides=["train.epochs=3"])
     assert config_from_dict(config.to_dict()) == config
     assert isinstance(config, Config)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_config_files_load(path):
+    # A misspelt key or a bad value in a shipped recipe would only surface when a user runs it.
+    config = load_config(path, [])
+    assert config.model.name in available_models()
