@@ -83,80 +83,44 @@ def _build(name, constructor, preprocessing, *, input_shape, num_classes, dropou
     return model
 
 
-@register("vgg16", pretrained=True, last_conv_layer="backbone/block5_conv3")
-def build_vgg16(*, input_shape, num_classes, dropout_rate=0.5, weights=None):
-    """VGG16 (keras.applications, the seed's transfer example), frozen, under a new classifier head.
+def _register_application(name, constructor, preprocessing, *, last_conv_layer, minimum_side=32, note=""):
+    """Register a frozen `keras.applications` backbone under a new classifier head as `name`.
 
     Args:
-        input_shape: (height, width, 3) of the raw-pixel input.
-        num_classes: number of classes.
-        dropout_rate: dropout before the classifier.
-        weights: "imagenet" (downloaded by Keras) or None.
-
-    Returns:
-        An uncompiled `keras.Model` named "vgg16".
+        name: the registry name, also the model's name.
+        constructor: the `keras.applications` function, e.g. `keras.applications.VGG16`.
+        preprocessing: a function returning the family's `preprocess_input` layers.
+        last_conv_layer: the "backbone/<layer>" path Grad-CAM explains.
+        minimum_side: the smallest input side Keras accepts for the family when the size is given.
+        note: words added to the description after "keras.applications".
     """
-    return _build(
-        "vgg16", keras.applications.VGG16, caffe_mode_preprocessing(),
-        input_shape=input_shape, num_classes=num_classes, dropout_rate=dropout_rate, weights=weights,
+
+    def builder(*, input_shape, num_classes, dropout_rate=0.5, weights=None):
+        return _build(
+            name, constructor, preprocessing(), minimum_side=minimum_side,
+            input_shape=input_shape, num_classes=num_classes, dropout_rate=dropout_rate, weights=weights,
+        )
+
+    builder.__name__ = f"build_{name}"
+    builder.__doc__ = (
+        f"{constructor.__name__} (keras.applications{note}), frozen, under a new classifier head.\n\n"
+        "Takes input_shape (height, width, 3) of raw pixels, num_classes, dropout_rate and weights\n"
+        f'("imagenet", downloaded by Keras, or None); returns an uncompiled `keras.Model` named "{name}".'
     )
+    register(name, pretrained=True, last_conv_layer=last_conv_layer)(builder)
 
 
-@register("resnet50", pretrained=True, last_conv_layer="backbone/conv5_block3_out")
-def build_resnet50(*, input_shape, num_classes, dropout_rate=0.5, weights=None):
-    """ResNet50 (keras.applications), frozen, under a new classifier head.
-
-    Args:
-        input_shape: (height, width, 3) of the raw-pixel input.
-        num_classes: number of classes.
-        dropout_rate: dropout before the classifier.
-        weights: "imagenet" (downloaded by Keras) or None.
-
-    Returns:
-        An uncompiled `keras.Model` named "resnet50".
-    """
-    return _build(
-        "resnet50", keras.applications.ResNet50, caffe_mode_preprocessing(),
-        input_shape=input_shape, num_classes=num_classes, dropout_rate=dropout_rate, weights=weights,
-    )
-
-
-@register("mobilenet_v2", pretrained=True, last_conv_layer="backbone/out_relu")
-def build_mobilenet_v2(*, input_shape, num_classes, dropout_rate=0.5, weights=None):
-    """MobileNetV2 (keras.applications), frozen, under a new classifier head.
-
-    Args:
-        input_shape: (height, width, 3) of the raw-pixel input.
-        num_classes: number of classes.
-        dropout_rate: dropout before the classifier.
-        weights: "imagenet" (downloaded by Keras) or None.
-
-    Returns:
-        An uncompiled `keras.Model` named "mobilenet_v2".
-    """
-    return _build(
-        "mobilenet_v2", keras.applications.MobileNetV2, tf_mode_preprocessing(),
-        input_shape=input_shape, num_classes=num_classes, dropout_rate=dropout_rate, weights=weights,
-    )
-
-
-@register("xception", pretrained=True, last_conv_layer="backbone/block14_sepconv2_act")
-def build_xception(*, input_shape, num_classes, dropout_rate=0.5, weights=None):
-    """Xception (keras.applications), frozen, under a new classifier head.
-
-    Args:
-        input_shape: (height, width, 3) of the raw-pixel input; ImageNet weights expect 299x299.
-        num_classes: number of classes.
-        dropout_rate: dropout before the classifier.
-        weights: "imagenet" (downloaded by Keras) or None.
-
-    Returns:
-        An uncompiled `keras.Model` named "xception".
-    """
-    return _build(
-        "xception", keras.applications.Xception, tf_mode_preprocessing(), minimum_side=71,
-        input_shape=input_shape, num_classes=num_classes, dropout_rate=dropout_rate, weights=weights,
-    )
+_register_application(
+    "vgg16", keras.applications.VGG16, caffe_mode_preprocessing,
+    last_conv_layer="backbone/block5_conv3", note=", the seed's transfer example",
+)
+_register_application("resnet50", keras.applications.ResNet50, caffe_mode_preprocessing, last_conv_layer="backbone/conv5_block3_out")
+_register_application("mobilenet_v2", keras.applications.MobileNetV2, tf_mode_preprocessing, last_conv_layer="backbone/out_relu")
+# ImageNet weights expect 299x299; Keras refuses fewer than 71 pixels a side.
+_register_application(
+    "xception", keras.applications.Xception, tf_mode_preprocessing,
+    last_conv_layer="backbone/block14_sepconv2_act", minimum_side=71,
+)
 
 
 @register("efficientnet_b0", pretrained=True, last_conv_layer="backbone/top_activation")
