@@ -206,7 +206,8 @@ def main(argv=None):
         difference_text = "—" if difference is None else f"{difference:.2g}"
         print(
             f"| {name} | {result['images_per_second']:.1f} | "
-            f"{result['fastest_images_per_second']:.1f}..{result['slowest_images_per_second']:.1f} | {difference_text} |"
+            f"{result['fastest_images_per_second']:.1f}..{result['slowest_images_per_second']:.1f} | "
+            f"{difference_text} |"
         )
     fastest = max(results, key=lambda name: results[name]["images_per_second"])
     print(f"\nfastest: {fastest}")

@@ -82,7 +82,9 @@ def machine_description():
         import sklearn
         import tensorflow
 
-        lines.append(f"tensorflow {tensorflow.__version__}, keras {keras.__version__}, scikit-learn {sklearn.__version__}")
+        lines.append(
+            f"tensorflow {tensorflow.__version__}, keras {keras.__version__}, scikit-learn {sklearn.__version__}"
+        )
     except ImportError:
         pass
     return lines
@@ -125,7 +127,13 @@ def run_reference(reference_python, pixels):
         output_path = Path(folder) / "reference.npz"
         numpy.save(images_path, pixels)
         subprocess.run(
-            [str(reference_python), str(Path(__file__).resolve()), "--reference-worker", str(images_path), str(output_path)],
+            [
+                str(reference_python),
+                str(Path(__file__).resolve()),
+                "--reference-worker",
+                str(images_path),
+                str(output_path),
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -248,7 +256,10 @@ def main(argv=None):
             ]
         )
         print(f"photos: {len(REFERENCE_PHOTOS)} ({REFERENCE_PHOTOS[0]}..{REFERENCE_PHOTOS[-1]})")
-        print(f"logits: max |keras - torch| = {difference.max():.3g} (logit range {reference['logits'].min():.2f}..{reference['logits'].max():.2f})")
+        print(
+            f"logits: max |keras - torch| = {difference.max():.3g} (logit range "
+            f"{reference['logits'].min():.2f}..{reference['logits'].max():.2f})"
+        )
         print(f"softmax: max |keras - torch| = {probability_difference.max():.3g}")
         print(f"same top-1: {same_top1:.0%}, same top-5 order: {same_top5:.0%}")
     else:
@@ -293,14 +304,21 @@ def main(argv=None):
     for mapping in ZERO_SHOT_MAPPINGS:
         accuracies[mapping] = {
             split: float(
-                numpy.mean((zero_shot_cat_dog(data[f"{split}_logits"], mapping=mapping) > 0.5) == data[f"{split}_labels"])
+                numpy.mean(
+                    (zero_shot_cat_dog(data[f"{split}_logits"], mapping=mapping) > 0.5) == data[f"{split}_labels"]
+                )
             )
             for split in ("validation", "test")
         }
-        print(f"{mapping:>18}: validation {accuracies[mapping]['validation']:.2%}, test {accuracies[mapping]['test']:.2%}")
+        print(
+            f"{mapping:>18}: validation {accuracies[mapping]['validation']:.2%}, test {accuracies[mapping]['test']:.2%}"
+        )
     chosen = max(ZERO_SHOT_MAPPINGS, key=lambda mapping: accuracies[mapping]["validation"])
     print(f"chosen on validation: {chosen} -> test {accuracies[chosen]['test']:.2%}")
-    print("\n" + json.dumps({"zero_shot_test": {mapping: round(values["test"], 4) for mapping, values in accuracies.items()}}))
+    print(
+        "\n"
+        + json.dumps({"zero_shot_test": {mapping: round(values["test"], 4) for mapping, values in accuracies.items()}})
+    )
     return 0
 
 

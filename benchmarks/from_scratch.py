@@ -24,12 +24,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras  # noqa: E402
-from machine import describe_machine, load_average  # noqa: E402
-from train_throughput import prepared_data  # noqa: E402
 
 from catsdogs.config import load_config  # noqa: E402
 from catsdogs.data.dataset import make_dataset  # noqa: E402
 from catsdogs.training import train  # noqa: E402
+from machine import describe_machine, load_average  # noqa: E402
+from train_throughput import prepared_data  # noqa: E402
 
 
 class TimeToAccuracy(keras.callbacks.Callback):
@@ -82,7 +82,13 @@ def draw_curve(rows, path, *, title):
     axis.plot(minutes, [row["accuracy"] for row in rows], label="train (augmented)", color="#999999", linewidth=1)
     axis.plot(minutes, [row["val_accuracy"] for row in rows], label="validation", color="#1f77b4")
     tested = [row for row in rows if row["test_accuracy"] is not None]
-    axis.plot([row["minutes"] for row in tested], [row["test_accuracy"] for row in tested], "o-", label="test", color="#d62728")
+    axis.plot(
+        [row["minutes"] for row in tested],
+        [row["test_accuracy"] for row in tested],
+        "o-",
+        label="test",
+        color="#d62728",
+    )
     axis.axhline(0.92, color="#2ca02c", linestyle="--", linewidth=1, label="target 92%")
     axis.axhline(0.908, color="#ff7f0e", linestyle=":", linewidth=1, label="DLwP mini-Xception 90.8%")
     axis.set_xlabel("training time on 2 CPU cores (minutes)")
@@ -99,7 +105,9 @@ def draw_curve(rows, path, *, title):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="Config override, as for catsdogs train.")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="Config override, as for catsdogs train."
+    )
     parser.add_argument("--data", help="A prepared DATA folder (default: prepare the seed split into /tmp).")
     parser.add_argument("--runs", default="/tmp/catsdogs-bench-runs", help="Where run folders go.")
     parser.add_argument("--test-every", type=int, default=10, help="Measure test accuracy every N epochs.")
@@ -124,7 +132,9 @@ def main():
         writer.writeheader()
         writer.writerows(curve.rows)
     figure_path = arguments.figure or run_dir.path / "time_to_accuracy.png"
-    draw_curve(curve.rows, figure_path, title=f"{config.model.name} {config.data.image_size[0]}px, {config.train.precision}")
+    draw_curve(
+        curve.rows, figure_path, title=f"{config.model.name} {config.data.image_size[0]}px, {config.train.precision}"
+    )
 
     print("\n| epoch | training minutes | learning rate | train accuracy | val accuracy | test accuracy |")
     print("|---:|---:|---:|---:|---:|---:|")

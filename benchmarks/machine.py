@@ -34,7 +34,9 @@ def machine_info(packages=("tensorflow-cpu", "keras", "numpy", "pillow", "onnxru
         except metadata.PackageNotFoundError:
             pass
     try:
-        git_commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+        git_commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
     except OSError:
         git_commit = ""
     return {

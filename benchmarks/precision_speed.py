@@ -12,18 +12,16 @@ Usage: python benchmarks/precision_speed.py [--data DATA] [--repeats 3] [--steps
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, load_average, median  # noqa: E402
-from train_throughput import StepTimer, prepared_data  # noqa: E402
-
 from catsdogs.data.dataset import make_dataset  # noqa: E402
 from catsdogs.models import build_model  # noqa: E402
 from catsdogs.training import dtype_policy  # noqa: E402
+from machine import describe_machine, load_average, median  # noqa: E402
+from train_throughput import StepTimer, prepared_data  # noqa: E402
 
 WARMUP_STEPS = 5
 # (model, image side, batch size): the seed CNN as the seed ran it, and xception_mini at the sizes we considered.
@@ -61,7 +59,9 @@ def main():
     parser.add_argument("--steps", type=int, default=30, help="Timed training steps per measurement.")
     arguments = parser.parse_args()
     train_dir = prepared_data(arguments.data) / "train"
-    print(f"precision_speed: {arguments.repeats} alternating repeats of {arguments.steps} steps; CPU flags {cpu_flags()}")
+    print(
+        f"precision_speed: {arguments.repeats} alternating repeats of {arguments.steps} steps; CPU flags {cpu_flags()}"
+    )
     print(describe_machine())
     print("| model | image | batch | float32 images/s (runs) | mixed_bfloat16 images/s (runs) | speed-up | load avg |")
     print("|---|---:|---:|---|---|---:|---:|")
@@ -69,7 +69,9 @@ def main():
         runs = {"float32": [], "mixed_bfloat16": []}
         for _ in range(arguments.repeats):
             for precision in runs:
-                runs[precision].append(images_per_second(model_name, side, batch_size, precision, train_dir, arguments.steps))
+                runs[precision].append(
+                    images_per_second(model_name, side, batch_size, precision, train_dir, arguments.steps)
+                )
         medians = {precision: median(values) for precision, values in runs.items()}
         print(
             f"| {model_name} | {side} | {batch_size} | "

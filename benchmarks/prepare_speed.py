@@ -131,12 +131,17 @@ def main(argv=None):
     if not source.is_dir():
         parser.error(f"no photos at {source}; pass --source")
     all_paths = sorted(path for path in source.iterdir() if path.is_file() and not path.name.startswith("."))
-    paths_by_scenario = {name: seed_split_paths(source) if spec["split"] == "numbers" else all_paths for name, spec in SCENARIOS.items()}
+    paths_by_scenario = {
+        name: seed_split_paths(source) if spec["split"] == "numbers" else all_paths for name, spec in SCENARIOS.items()
+    }
 
     info = machine_info(packages=("tensorflow-cpu", "keras", "numpy", "pillow"))
     print(f"machine: nproc={info['nproc']}, cores available to this process={available_cores()}, cpu={info['cpu']}")
     print(f"python {info['python']}; " + ", ".join(f"{name} {version}" for name, version in info["versions"].items()))
-    print(f"source: {source} ({len(all_paths)} files); runs per measurement: {arguments.runs}; workers: {arguments.workers or 'all cores'}")
+    print(
+        f"source: {source} ({len(all_paths)} files); runs per measurement: {arguments.runs}; workers: "
+        f"{arguments.workers or 'all cores'}"
+    )
     print(f"load average before: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
 
     baseline_rate(all_paths)  # warm the page cache, so every measurement reads from memory
@@ -154,24 +159,33 @@ def main(argv=None):
                 measured["creation"].append(file_creation_rate(paths, scratch))
                 rate, checked = prepare_rate(source, scratch, scenario, arguments.workers)
                 measured["prepare"].append(rate)
-                print(f"  run {run + 1} {name}: prepare {rate:,.0f} images/s ({checked} checked); baseline "
-                      f"{measured['baseline'][-1]:,.0f}; checking only {measured['checking'][-1]:,.0f}; file creation "
-                      f"{measured['creation'][-1]:,.0f} files/s; load {os.getloadavg()[0]:.2f}", flush=True)
+                print(
+                    f"  run {run + 1} {name}: prepare {rate:,.0f} images/s ({checked} checked); baseline "
+                    f"{measured['baseline'][-1]:,.0f}; checking only {measured['checking'][-1]:,.0f}; file creation "
+                    f"{measured['creation'][-1]:,.0f} files/s; load {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
         rerun = rerun_seconds(source, scratch, SCENARIOS["full folder (split all)"], arguments.workers)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"load average after: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
     print()
-    print("| scenario | images | prepare, images/s | single-core baseline, images/s | ratio | "
-          "checking only, images/s | file creation, files/s |")
+    print(
+        "| scenario | images | prepare, images/s | single-core baseline, images/s | ratio | "
+        "checking only, images/s | file creation, files/s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name in SCENARIOS:
         median = {measure: statistics.median(values) for measure, values in rates[name].items()}
-        print(f"| {name} | {len(paths_by_scenario[name])} | {median['prepare']:,.0f} | {median['baseline']:,.0f} | "
-              f"{median['prepare'] / median['baseline']:.2f} | {median['checking']:,.0f} | {median['creation']:,.0f} |")
+        print(
+            f"| {name} | {len(paths_by_scenario[name])} | {median['prepare']:,.0f} | {median['baseline']:,.0f} | "
+            f"{median['prepare'] / median['baseline']:.2f} | {median['checking']:,.0f} | {median['creation']:,.0f} |"
+        )
     print()
-    print(f"Medians of {arguments.runs} runs. A second, identical run over the full folder took {rerun:.2f} s "
-          f"and changed nothing.")
+    print(
+        f"Medians of {arguments.runs} runs. A second, identical run over the full folder took {rerun:.2f} s "
+        f"and changed nothing."
+    )
     return 0
 
 

@@ -29,12 +29,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine  # noqa: E402
-from train_throughput import IMAGE_SIZE, prepared_data  # noqa: E402
-
 from catsdogs.data.augment import augment_batch  # noqa: E402
 from catsdogs.data.dataset import decode_and_resize, list_images  # noqa: E402
 from catsdogs.models import build_model  # noqa: E402
+from machine import describe_machine  # noqa: E402
+from train_throughput import IMAGE_SIZE, prepared_data  # noqa: E402
 
 SEED_AUGMENTATION = dict(flip=True, rotation=0.1, zoom=0.1)
 LN_2 = float(np.log(2))
@@ -43,7 +42,11 @@ LN_2 = float(np.log(2))
 def subset(split_dir, per_class):
     """Return the first `per_class` paths of each class with their labels."""
     paths, labels, _ = list_images(split_dir)
-    chosen = [index for label in sorted(set(labels)) for index in [i for i, l in enumerate(labels) if l == label][:per_class]]
+    chosen = [
+        index
+        for label in sorted(set(labels))
+        for index in [i for i, value in enumerate(labels) if value == label][:per_class]
+    ]
     return [paths[i] for i in chosen], np.array([labels[i] for i in chosen], np.float32)
 
 
@@ -55,7 +58,9 @@ def dataset(paths, labels, *, shuffle, divide_by_255=False, augment=False):
     data = data.batch(16).map(lambda images, labels: (tf.cast(images, tf.float32), labels))
     if augment:
         seeds = tf.data.Dataset.random(seed=42, rerandomize_each_iteration=True).batch(2)
-        data = tf.data.Dataset.zip((data, seeds)).map(lambda batch, seed: (augment_batch(batch[0], seed, **SEED_AUGMENTATION), batch[1]))
+        data = tf.data.Dataset.zip((data, seeds)).map(
+            lambda batch, seed: (augment_batch(batch[0], seed, **SEED_AUGMENTATION), batch[1])
+        )
     if divide_by_255:
         data = data.map(lambda images, labels: (images / 255.0, labels))
     return data.prefetch(tf.data.AUTOTUNE)
@@ -105,18 +110,26 @@ def main():
     train = subset(data_dir / "train", arguments.train_per_class)
     validation = subset(data_dir / "validation", arguments.validation_per_class)
     print(
-        f"seed_diagnosis: seed CNN, {len(train[0])} train / {len(validation[0])} validation photos from the seed split, "
+        f"seed_diagnosis: seed CNN, {len(train[0])} train / {len(validation[0])} validation photos from the seed "
+        "split, "
         f"{arguments.epochs} epochs each, Adam, batch 16, seed augmentation; ln 2 = {LN_2:.3f}"
     )
     print(describe_machine())
-    print("| condition | training loss per epoch | final val loss | final val accuracy | dead units dense 128 / 64 | time |")
+    print(
+        "| condition | training loss per epoch | final val loss | final val accuracy | dead units dense 128 / 64 | "
+        "time |"
+    )
     print("|---|---|---|---|---|---|")
     run_condition("seed settings (Adam 1e-3)", train, validation, arguments.epochs)
     run_condition("learning rate 1e-4", train, validation, arguments.epochs, learning_rate=1e-4)
     run_condition("learning rate 1e-2", train, validation, arguments.epochs, learning_rate=1e-2)
     run_condition("double rescaling (1e-3)", train, validation, arguments.epochs, divide_by_255=True)
-    run_condition("double rescaling (1e-4)", train, validation, arguments.epochs, divide_by_255=True, learning_rate=1e-4)
-    run_condition("misaligned labels (1e-4)", train, validation, arguments.epochs, permute_labels=True, learning_rate=1e-4)
+    run_condition(
+        "double rescaling (1e-4)", train, validation, arguments.epochs, divide_by_255=True, learning_rate=1e-4
+    )
+    run_condition(
+        "misaligned labels (1e-4)", train, validation, arguments.epochs, permute_labels=True, learning_rate=1e-4
+    )
 
 
 if __name__ == "__main__":

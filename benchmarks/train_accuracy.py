@@ -18,22 +18,26 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, load_average  # noqa: E402
-from train_throughput import prepared_data  # noqa: E402
-
 from catsdogs.config import load_config  # noqa: E402
 from catsdogs.training import train  # noqa: E402
+from machine import describe_machine, load_average  # noqa: E402
+from train_throughput import prepared_data  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", action="append", required=True, help="Registry name; repeatable.")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="Config override, as for catsdogs train.")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="Config override, as for catsdogs train."
+    )
     parser.add_argument("--data", help="A prepared DATA folder (default: prepare the seed split into /tmp).")
     parser.add_argument("--runs", default="/tmp/catsdogs-bench-runs", help="Where run folders go.")
     arguments = parser.parse_args()
     data_dir = prepared_data(arguments.data)
-    print(f"train_accuracy: models {arguments.model}, overrides {arguments.overrides or 'none (seed settings)'}, data {data_dir}")
+    print(
+        f"train_accuracy: models {arguments.model}, overrides {arguments.overrides or 'none (seed settings)'}, data "
+        f"{data_dir}"
+    )
     print(describe_machine())
     print("| model | test accuracy | validation accuracy | epochs (best) | stop | fit time | wall time | load avg |")
     print("|---|---|---|---|---|---|---|---|")

@@ -26,10 +26,9 @@ import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, load_average, median  # noqa: E402
-
 from catsdogs.data.dataset import make_dataset  # noqa: E402
 from catsdogs.models import build_model  # noqa: E402
+from machine import describe_machine, load_average, median  # noqa: E402
 
 IMAGE_SIZE = (180, 180)
 BATCH_SIZE = 16
@@ -46,9 +45,20 @@ def prepared_data(data_dir):
         from catsdogs.data.prepare import prepare_dataset
 
         prepare_dataset(
-            SHARED_PHOTOS, target, class_names=["cats", "dogs"], split="numbers", train_per_class=1000,
-            validation_per_class=500, test_per_class=500, validation_fraction=0.15, test_fraction=0.15,
-            seed=42, max_pixels=50_000_000, min_side=32, overwrite=False, progress=False,
+            SHARED_PHOTOS,
+            target,
+            class_names=["cats", "dogs"],
+            split="numbers",
+            train_per_class=1000,
+            validation_per_class=500,
+            test_per_class=500,
+            validation_fraction=0.15,
+            test_fraction=0.15,
+            seed=42,
+            max_pixels=50_000_000,
+            min_side=32,
+            overwrite=False,
+            progress=False,
         )
     return target
 
@@ -56,7 +66,12 @@ def prepared_data(data_dir):
 def seed_model():
     """The seed notes' model, augmentation layers and rescaling inside, as they wrote it."""
     augmentation = keras.Sequential(
-        [layers.Rescaling(1.0 / 255), layers.RandomFlip("horizontal"), layers.RandomRotation(0.1), layers.RandomZoom(0.1)],
+        [
+            layers.Rescaling(1.0 / 255),
+            layers.RandomFlip("horizontal"),
+            layers.RandomRotation(0.1),
+            layers.RandomZoom(0.1),
+        ],
         name="data_augmentation_pipeline",
     )
     model = keras.Sequential(name="CatsDogs_CNN")
@@ -95,7 +110,12 @@ def fit_images_per_second(model, dataset, steps):
 
 def ours(train_dir, steps):
     dataset, _ = make_dataset(
-        train_dir, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, shuffle=True, seed=42, cache=True,
+        train_dir,
+        image_size=IMAGE_SIZE,
+        batch_size=BATCH_SIZE,
+        shuffle=True,
+        seed=42,
+        cache=True,
         augment=dict(flip=True, rotation=0.1, zoom=0.1, translation=0.0, contrast=0.0, brightness=0.0),
     )
     model = build_model("seed_cnn", input_shape=(*IMAGE_SIZE, 3), num_classes=2, dropout_rate=0.5)
@@ -104,7 +124,13 @@ def ours(train_dir, steps):
 
 def seed(train_dir, steps):
     dataset = keras.utils.image_dataset_from_directory(
-        train_dir, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, label_mode="binary", shuffle=True, seed=42, verbose=False
+        train_dir,
+        image_size=IMAGE_SIZE,
+        batch_size=BATCH_SIZE,
+        label_mode="binary",
+        shuffle=True,
+        seed=42,
+        verbose=False,
     )
     return fit_images_per_second(seed_model(), dataset, steps)
 
@@ -172,11 +198,18 @@ def main():
             loads.append(load_average())
             print(f"  repeat {repeat + 1} {name}: {results[name][-1]:.1f} images/s")
     ours_median, seed_median = median(results["ours"]), median(results["seed"])
-    print(f"median images/s: ours {ours_median:.1f}, seed approach {seed_median:.1f}, ratio {ours_median / seed_median:.2f}")
+    print(
+        f"median images/s: ours {ours_median:.1f}, seed approach {seed_median:.1f}, ratio "
+        f"{ours_median / seed_median:.2f}"
+    )
 
     decode_only, _ = make_dataset(train_dir, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, shuffle=True, seed=1)
     augmented, _ = make_dataset(
-        train_dir, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, shuffle=True, seed=1,
+        train_dir,
+        image_size=IMAGE_SIZE,
+        batch_size=BATCH_SIZE,
+        shuffle=True,
+        seed=1,
         augment=dict(flip=True, rotation=0.1, zoom=0.1, translation=0.0, contrast=0.0, brightness=0.0),
     )
     decode_rate = pipeline_images_per_second(decode_only, 60)
@@ -186,10 +219,18 @@ def main():
     forward_flops, train_flops = training_flops_per_image(model)
     peak = median([matmul_gflops() for _ in range(3)])
     achieved = train_flops * compute_rate / 1e9
-    print(f"pipeline alone: decode+resize {decode_rate:.0f} images/s; with augmentation {augment_rate:.0f} images/s (no cache)")
+    print(
+        f"pipeline alone: decode+resize {decode_rate:.0f} images/s; with augmentation {augment_rate:.0f} images/s "
+        "(no cache)"
+    )
     print(f"compute alone (one in-memory batch): {compute_rate:.1f} images/s")
-    print(f"FLOPs per image: forward {forward_flops / 1e9:.3f} GFLOP, training step about {train_flops / 1e9:.2f} GFLOP")
-    print(f"achieved {achieved:.1f} GFLOP/s in training vs {peak:.0f} GFLOP/s float32 matmul peak measured here ({achieved / peak:.0%})")
+    print(
+        f"FLOPs per image: forward {forward_flops / 1e9:.3f} GFLOP, training step about {train_flops / 1e9:.2f} GFLOP"
+    )
+    print(
+        f"achieved {achieved:.1f} GFLOP/s in training vs {peak:.0f} GFLOP/s float32 matmul peak measured here "
+        f"({achieved / peak:.0%})"
+    )
     print(f"load average during the runs: {min(loads):.2f}..{max(loads):.2f}")
 
 

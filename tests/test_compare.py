@@ -13,8 +13,12 @@ from catsdogs.evaluate_run import compare_runs, evaluate_run
 def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
     data_dir = fake_runs.make_data(root)
-    evaluated = fake_runs.make_run(root / "runs", data_dir, name="functional-run", kind="functional", model_name="tiny_cnn", epochs=4)
-    trained_only = fake_runs.make_run(root / "runs", data_dir, name="sequential-run", kind="sequential", model_name="tiny_seq", epochs=2)
+    evaluated = fake_runs.make_run(
+        root / "runs", data_dir, name="functional-run", kind="functional", model_name="tiny_cnn", epochs=4
+    )
+    trained_only = fake_runs.make_run(
+        root / "runs", data_dir, name="sequential-run", kind="sequential", model_name="tiny_seq", epochs=2
+    )
     evaluate_run(evaluated.path, gradcam_examples=0)
     return evaluated, trained_only
 

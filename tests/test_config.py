@@ -12,7 +12,11 @@ def test_defaults_are_the_seed_config():
     config = load_config()
     assert config.data.image_size == [180, 180]
     assert config.data.class_names == ["cats", "dogs"]
-    assert (config.data.train_per_class, config.data.validation_per_class, config.data.test_per_class) == (1000, 500, 500)
+    assert (config.data.train_per_class, config.data.validation_per_class, config.data.test_per_class) == (
+        1000,
+        500,
+        500,
+    )
     assert (config.train.batch_size, config.train.epochs, config.train.seed) == (16, 50, 42)
     assert config.train.optimizer == "adam"
 
@@ -27,7 +31,14 @@ def test_file_overrides_defaults_and_set_overrides_file(tmp_path):
 
 
 def test_set_values_are_parsed_as_toml_or_bare_strings():
-    config = load_config(overrides=["data.image_size=[224, 224]", "model.name=seed_cnn_bn", "train.learning_rate=1", "augment.flip=false"])
+    config = load_config(
+        overrides=[
+            "data.image_size=[224, 224]",
+            "model.name=seed_cnn_bn",
+            "train.learning_rate=1",
+            "augment.flip=false",
+        ]
+    )
     assert config.data.image_size == [224, 224]
     assert config.model.name == "seed_cnn_bn"
     assert config.train.learning_rate == 1.0 and isinstance(config.train.learning_rate, float)
@@ -105,7 +116,9 @@ def test_round_trip_through_a_dict():
     assert isinstance(config, Config)
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")), ids=lambda p: p.name
+)
 def test_shipped_config_files_load(path):
     # A misspelt key or a bad value in a shipped recipe would only surface when a user runs it.
     config = load_config(path, [])

@@ -301,7 +301,16 @@ def test_layer_names_mark_block_boundaries(lite0_model):
     assert len(BLOCK_NAMES) == 16
     for block in BLOCK_NAMES:
         assert f"{block}_project_bn" in names
-    for name in ("rescaling", "stem_conv", "stem_bn", "top_conv", "top_bn", "top_activation", "avg_pool", "predictions"):
+    for name in (
+        "rescaling",
+        "stem_conv",
+        "stem_bn",
+        "top_conv",
+        "top_bn",
+        "top_activation",
+        "avg_pool",
+        "predictions",
+    ):
         assert name in names
     assert not any(isinstance(layer, keras.layers.Lambda) for layer in lite0_model.layers)
     assert pooled_feature_model(lite0_model).output.shape == (None, 1280)

@@ -36,13 +36,19 @@ def test_binary_metrics_equal_scikit_learn():
     decided = result["at_decision_threshold"]
     assert decided["accuracy"] == pytest.approx(metrics.accuracy_score(labels, predicted))
     for index, name in enumerate(CLASS_NAMES):
-        assert decided["per_class"][name]["precision"] == pytest.approx(metrics.precision_score(labels, predicted, pos_label=index))
-        assert decided["per_class"][name]["recall"] == pytest.approx(metrics.recall_score(labels, predicted, pos_label=index))
+        assert decided["per_class"][name]["precision"] == pytest.approx(
+            metrics.precision_score(labels, predicted, pos_label=index)
+        )
+        assert decided["per_class"][name]["recall"] == pytest.approx(
+            metrics.recall_score(labels, predicted, pos_label=index)
+        )
         assert decided["per_class"][name]["f1"] == pytest.approx(metrics.f1_score(labels, predicted, pos_label=index))
         assert decided["per_class"][name]["support"] == int((labels == index).sum())
     for average in ("macro", "weighted"):
         assert decided[f"{average}_avg"]["f1"] == pytest.approx(metrics.f1_score(labels, predicted, average=average))
-        assert decided[f"{average}_avg"]["precision"] == pytest.approx(metrics.precision_score(labels, predicted, average=average))
+        assert decided[f"{average}_avg"]["precision"] == pytest.approx(
+            metrics.precision_score(labels, predicted, average=average)
+        )
     assert result["roc_auc"] == pytest.approx(metrics.roc_auc_score(labels, scores))
     assert result["pr_auc"] == pytest.approx(metrics.average_precision_score(labels, scores))
     assert result["log_loss"] == pytest.approx(metrics.log_loss(labels, scores))
@@ -61,7 +67,9 @@ def test_multiclass_metrics_equal_scikit_learn():
     assert result["roc_auc"] == pytest.approx(metrics.roc_auc_score(labels, probabilities, multi_class="ovr"))
     assert result["log_loss"] == pytest.approx(metrics.log_loss(labels, probabilities))
     assert result["brier"] == pytest.approx(metrics.brier_score_loss(labels, probabilities, labels=[0, 1, 2]))
-    assert result["per_class"]["cat"]["roc_auc"] == pytest.approx(metrics.roc_auc_score(labels == 1, probabilities[:, 1]))
+    assert result["per_class"]["cat"]["roc_auc"] == pytest.approx(
+        metrics.roc_auc_score(labels == 1, probabilities[:, 1])
+    )
     assert numpy.asarray(decided["confusion_matrix"]["counts"]).shape == (3, 3)
     assert "selected_thresholds" not in result
 

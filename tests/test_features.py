@@ -4,13 +4,13 @@ import os
 
 import numpy as np
 import pytest
-from helpers import make_data_dir
-from tiny_backbones import tiny_transfer_model
 
 from catsdogs.data.dataset import list_images
 from catsdogs.features import FeatureCache, FeatureExtractor, cached_features, extract
 from catsdogs.models.transfer import feature_extractor
 from catsdogs.transfer_training import cut_tensor, extraction_model, load_split_features
+from helpers import make_data_dir
+from tiny_backbones import tiny_transfer_model
 
 SIZE = (32, 32)
 
@@ -96,8 +96,14 @@ def test_extraction_model_matches_the_full_model_and_adds_cut_activations(data_d
 
 def test_flipped_features_are_appended_to_the_train_split_only(data_dir, tmp_path):
     splits = load_split_features(
-        tiny_transfer_model(), data_dir, splits=("train", "validation"), image_size=SIZE, flip_train=True,
-        cache=FeatureCache(tmp_path / "cache"), engine="keras", batch_size=4,
+        tiny_transfer_model(),
+        data_dir,
+        splits=("train", "validation"),
+        image_size=SIZE,
+        flip_train=True,
+        cache=FeatureCache(tmp_path / "cache"),
+        engine="keras",
+        batch_size=4,
     )
     assert splits["train"].pooled.shape == (16, 16) and splits["validation"].pooled.shape == (4, 16)
     np.testing.assert_array_equal(splits["train"].labels, [0, 0, 0, 0, 1, 1, 1, 1] * 2)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_untrained_run
 from PIL import Image
 
 from catsdogs.data.dataset import list_images, make_dataset
 from catsdogs.data.prepare import prepare_dataset
 from catsdogs.inference import Predictor
+from helpers import make_untrained_run
 
 
 def _photo(seed, size=(40, 56)):
@@ -60,9 +60,19 @@ def test_prepare_then_pipeline_equals_predict_for_every_kind_of_photo(tmp_path, 
             (source / class_name / name).write_bytes(data)
             files[f"{class_name}/{name}"] = data
     prepare_dataset(
-        source, tmp_path / "data", class_names=["cats", "dogs"], split="all", train_per_class=1,
-        validation_per_class=1, test_per_class=0, validation_fraction=0.2, test_fraction=0.2, seed=0,
-        max_pixels=10_000_000, min_side=8, progress=False,
+        source,
+        tmp_path / "data",
+        class_names=["cats", "dogs"],
+        split="all",
+        train_per_class=1,
+        validation_per_class=1,
+        test_per_class=0,
+        validation_fraction=0.2,
+        test_fraction=0.2,
+        seed=0,
+        max_pixels=10_000_000,
+        min_side=8,
+        progress=False,
     )
     manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
     source_of = {entry["destination"]: entry["source"] for entry in manifest["files"] if entry["status"] == "ok"}

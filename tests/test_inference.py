@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import make_untrained_run, synthetic_image
 from PIL import Image
 
 from catsdogs.cli import main
@@ -13,6 +12,7 @@ from catsdogs.data.dataset import decode_and_resize
 from catsdogs.errors import CatsdogsError
 from catsdogs.inference import Predictor, expand_inputs, format_predictions, predict_files
 from catsdogs.runs import RunDir
+from helpers import make_untrained_run, synthetic_image
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,9 @@ def test_folder_mixing_good_and_bad_files(predictor, mixed_folder):
 
 
 def test_globs_and_missing_paths_keep_their_order(mixed_folder):
-    entries = expand_inputs([str(mixed_folder / "missing.jpg"), str(mixed_folder / "*.png"), str(mixed_folder / "*.gif")])
+    entries = expand_inputs(
+        [str(mixed_folder / "missing.jpg"), str(mixed_folder / "*.png"), str(mixed_folder / "*.gif")]
+    )
     assert entries[0].error == "no such file or folder"
     # A glob names files explicitly, so broken ones are tried; like the shell, `*` skips hidden files.
     assert [path.split("/")[-1] for path in entries[1:4]] == ["a.png", "cut.png", "empty.png"]
@@ -102,7 +104,10 @@ def test_cli_csv_output_and_exit_status(run_path, mixed_folder, tmp_path, capsys
 
 
 def test_cli_json_output_exit_zero_when_all_succeed(run_path, mixed_folder, capsys):
-    assert main(["predict", str(run_path), str(mixed_folder / "a.png"), str(mixed_folder / "more"), "--format", "json"]) == 0
+    assert (
+        main(["predict", str(run_path), str(mixed_folder / "a.png"), str(mixed_folder / "more"), "--format", "json"])
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert [row["file"].split("/")[-1] for row in rows] == ["a.png", "c.png"]
     assert all(row["error"] is None and set(row["probabilities"]) == {"cats", "dogs"} for row in rows)

@@ -43,7 +43,8 @@ def decision():
 
 def sequential_model():
     return keras.Sequential(
-        [keras.Input((SIZE, SIZE, 3)), detector(), layers.GlobalAveragePooling2D(name="pool"), decision()], name="sequential"
+        [keras.Input((SIZE, SIZE, 3)), detector(), layers.GlobalAveragePooling2D(name="pool"), decision()],
+        name="sequential",
     )
 
 
@@ -57,7 +58,9 @@ def functional_model():
 def nested_model(depth=1):
     """A transfer-style model: the convolution sits inside a backbone model (inside `depth` levels of nesting)."""
     inputs = keras.Input((SIZE, SIZE, 3))
-    backbone = keras.Model(inputs, layers.ReLU(name="detector_relu")(detector(activation=None)(inputs)), name="backbone")
+    backbone = keras.Model(
+        inputs, layers.ReLU(name="detector_relu")(detector(activation=None)(inputs)), name="backbone"
+    )
     for level in range(1, depth):
         wrapper_inputs = keras.Input((SIZE, SIZE, 3))
         backbone = keras.Model(wrapper_inputs, backbone(wrapper_inputs), name=f"wrapper{level}")
@@ -138,7 +141,7 @@ def test_default_layer_matches_the_registry(name):
 def test_feature_maps_are_returned_and_drawn(kind, tmp_path):
     model = MODEL_KINDS[kind]()
     activations = interpret.feature_maps(model, planted_image())
-    (path, values), = activations.items()
+    ((path, values),) = activations.items()
     assert path.endswith("detector") and values.shape == (SIZE, SIZE, 2)
     # Channel 0 (the red detector) fires on the red square and not on the green one.
     assert values[5, 5, 0] > 100 and values[24, 24, 0] <= 0

@@ -14,8 +14,16 @@ def test_seed_cnn_is_exactly_the_seed_network():
     # The seed notes report 1,684,705 parameters for this network at 180x180x3.
     assert model.count_params() == 1_684_705
     names = [layer.name for layer in model.layers]
-    for name in ("conv2d_block1", "maxpool_block1", "conv2d_block3", "flatten", "dropout_regularization",
-                 "dense_features", "dense_abstract", "binary_output"):
+    for name in (
+        "conv2d_block1",
+        "maxpool_block1",
+        "conv2d_block3",
+        "flatten",
+        "dropout_regularization",
+        "dense_features",
+        "dense_abstract",
+        "binary_output",
+    ):
         assert name in names
     assert model.get_layer("rescaling").scale == pytest.approx(1 / 255)
     assert model.get_layer("binary_output").activation.__name__ == "sigmoid"

@@ -3,7 +3,13 @@ import numpy as np
 import pytest
 
 from catsdogs.errors import CatsdogsError
-from catsdogs.optimizers import OPTIMIZERS, OneCycleSchedule, build_learning_rate, build_optimizer, current_learning_rate
+from catsdogs.optimizers import (
+    OPTIMIZERS,
+    OneCycleSchedule,
+    build_learning_rate,
+    build_optimizer,
+    current_learning_rate,
+)
 
 
 def test_one_cycle_rises_to_the_peak_then_anneals():

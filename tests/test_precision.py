@@ -3,12 +3,12 @@
 import keras
 import numpy as np
 import pytest
-from helpers import make_data_dir, tiny_config
 
 from catsdogs.errors import CatsdogsError
 from catsdogs.inference import Predictor
 from catsdogs.interpret import grad_cam
 from catsdogs.training import train
+from helpers import make_data_dir, tiny_config
 
 
 @pytest.fixture(scope="module")

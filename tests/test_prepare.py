@@ -66,7 +66,9 @@ def test_numbers_split_takes_files_by_kaggle_number(kaggle_folder, tmp_path):
     assert files_in(data / "train" / "cats") == sorted(f"cat.{n}.jpg" for n in range(6))
     assert files_in(data / "validation" / "dogs") == sorted(f"dog.{n}.jpg" for n in range(6, 9))
     assert files_in(data / "test" / "cats") == sorted(f"cat.{n}.jpg" for n in range(9, 12))
-    assert report.counts == {split: {"cats": count, "dogs": count} for split, count in [("train", 6), ("validation", 3), ("test", 3)]}
+    assert report.counts == {
+        split: {"cats": count, "dogs": count} for split, count in [("train", 6), ("validation", 3), ("test", 3)]
+    }
     entry = entries_by_source(data)["cat.10.jpg"]
     assert entry["destination"] == "test/cats/cat.10.jpg" and entry["status"] == "ok" and entry["label"] == "cats"
     assert entry["split"] == "test" and len(entry["sha256"]) == 64
@@ -100,7 +102,9 @@ def test_fraction_split_is_seeded_shuffled_and_stratified(make_kaggle_folder, tm
     source = make_kaggle_folder(per_class=20)
     settings = {"split": "fraction", "train_per_class": 4, "validation_per_class": 2, "test_per_class": 2}
     report = prepare(source, tmp_path / "a", **settings)
-    assert report.counts == {split: {"cats": n, "dogs": n} for split, n in [("train", 4), ("validation", 2), ("test", 2)]}
+    assert report.counts == {
+        split: {"cats": n, "dogs": n} for split, n in [("train", 4), ("validation", 2), ("test", 2)]
+    }
     prepare(source, tmp_path / "b", **settings)
     prepare(source, tmp_path / "c", seed=2, **settings)
     splits = {name: {s: e["split"] for s, e in entries_by_source(tmp_path / name).items()} for name in "abc"}
@@ -136,7 +140,11 @@ def test_every_bad_file_kind_is_quarantined_with_its_reason(kaggle_folder, tmp_p
     report = prepare(kaggle_folder, tmp_path / "data")
     entries = entries_by_source(tmp_path / "data")
     for name, (_, reason) in bad.items():
-        assert (entries[name]["status"], entries[name]["reason"], entries[name]["destination"]) == ("quarantined", reason, None)
+        assert (entries[name]["status"], entries[name]["reason"], entries[name]["destination"]) == (
+            "quarantined",
+            reason,
+            None,
+        )
         assert reason in report.summary()
     copied = {path.name for path in (tmp_path / "data").rglob("*.*") if path.name != "manifest.json"}
     assert copied.isdisjoint(bad) and report.counts["train"] == {"cats": 2, "dogs": 4}
@@ -159,7 +167,11 @@ def test_odd_images_are_normalised_to_rgb_png(kaggle_folder, tmp_path, make_imag
     (kaggle_folder / "dog.0.png").write_bytes(make_image_bytes(seed=7, format="PNG", mode="RGBA"))
     report = prepare(kaggle_folder, tmp_path / "data")
     entries = entries_by_source(tmp_path / "data")
-    for source, destination in [("cat.0.jpg", "train/cats/cat.0.png"), ("cat.1.gif", "train/cats/cat.1.png"), ("dog.0.png", "train/dogs/dog.0.png")]:
+    for source, destination in [
+        ("cat.0.jpg", "train/cats/cat.0.png"),
+        ("cat.1.gif", "train/cats/cat.1.png"),
+        ("dog.0.png", "train/dogs/dog.0.png"),
+    ]:
         assert entries[source]["destination"] == destination and entries[source]["note"]
         with Image.open(tmp_path / "data" / destination) as stored:
             assert (stored.format, stored.mode) == ("PNG", "RGB")
@@ -183,7 +195,9 @@ def test_duplicates_land_in_one_split_and_are_reported(kaggle_folder, tmp_path):
 def test_a_duplicate_with_two_labels_is_flagged(kaggle_folder, tmp_path):
     shutil.copyfile(kaggle_folder / "cat.2.jpg", kaggle_folder / "dog.2.jpg")
     report = prepare(kaggle_folder, tmp_path / "data")
-    assert report.duplicate_groups == [{"split": "train", "labels": ["cats", "dogs"], "files": ["cat.2.jpg", "dog.2.jpg"]}]
+    assert report.duplicate_groups == [
+        {"split": "train", "labels": ["cats", "dogs"], "files": ["cat.2.jpg", "dog.2.jpg"]}
+    ]
     assert "(labelled cats and dogs!)" in report.summary()
 
 
@@ -218,7 +232,9 @@ def test_a_tree_with_non_ascii_paths_goes_through(tmp_path, make_image_bytes):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(make_image_bytes(seed=class_index * 10 + number))
     out = tmp_path / "출력 데이터"
-    report = prepare(source, out, class_names=["고양이", "강아지"], train_per_class=2, validation_per_class=1, test_per_class=1)
+    report = prepare(
+        source, out, class_names=["고양이", "강아지"], train_per_class=2, validation_per_class=1, test_per_class=1
+    )
     assert (out / "train" / "고양이" / "사진 1.jpg").read_bytes() == (source / "고양이" / "사진 1.jpg").read_bytes()
     assert (out / "test" / "강아지" / "사진 4.jpg").is_file()
     assert report.counts["train"] == {"고양이": 2, "강아지": 2}
@@ -307,8 +323,21 @@ def test_the_process_pool_gives_the_same_result_as_one_process(make_kaggle_folde
 def _kill_midway(source, out, ready):
     """Run `python -m catsdogs prepare` slowed by the test hook, SIGKILL its main process once `ready(out)`."""
     environment = {**os.environ, DELAY_VARIABLE: "0.01"}
-    command = [sys.executable, "-m", "catsdogs", "prepare", str(source), "--out", str(out), "--split", "all", "--no-progress"]
-    process = subprocess.Popen(command, env=environment, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    command = [
+        sys.executable,
+        "-m",
+        "catsdogs",
+        "prepare",
+        str(source),
+        "--out",
+        str(out),
+        "--split",
+        "all",
+        "--no-progress",
+    ]
+    process = subprocess.Popen(
+        command, env=environment, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 60
     while not ready(out):
         assert process.poll() is None, f"prepare ended before it could be killed: {process.stderr.read().decode()}"
@@ -340,7 +369,14 @@ def _count(folder):
 )
 def test_a_run_killed_midway_completes_on_rerun(make_kaggle_folder, tmp_path, snapshot, moment, ready):
     source = make_kaggle_folder(per_class=120)
-    settings = {"split": "all", "validation_fraction": 0.15, "test_fraction": 0.15, "seed": 42, "min_side": 32, "max_pixels": 50_000_000}
+    settings = {
+        "split": "all",
+        "validation_fraction": 0.15,
+        "test_fraction": 0.15,
+        "seed": 42,
+        "min_side": 32,
+        "max_pixels": 50_000_000,
+    }
     prepare(source, tmp_path / "reference", **settings)
     killed = tmp_path / "killed"
     _kill_midway(source, killed, ready)
@@ -397,7 +433,19 @@ def test_other_content_of_data_is_left_alone(kaggle_folder, tmp_path):
 
 
 def test_the_command_line_prints_the_summary(kaggle_folder, tmp_path, capsys):
-    arguments = ["prepare", str(kaggle_folder), "--out", str(tmp_path / "data"), "--train", "6", "--val", "3", "--test", "3", "--no-progress"]
+    arguments = [
+        "prepare",
+        str(kaggle_folder),
+        "--out",
+        str(tmp_path / "data"),
+        "--train",
+        "6",
+        "--val",
+        "3",
+        "--test",
+        "3",
+        "--no-progress",
+    ]
     assert main(arguments) == 0
     output = capsys.readouterr().out
     assert "train" in output and "validation" in output and "manifest.json" in output
@@ -406,7 +454,9 @@ def test_the_command_line_prints_the_summary(kaggle_folder, tmp_path, capsys):
 
 
 def test_the_seed_split_of_real_photos(real_photos, tmp_path):
-    report = prepare(real_photos, tmp_path / "data", train_per_class=2, validation_per_class=1, test_per_class=1, min_side=32)
+    report = prepare(
+        real_photos, tmp_path / "data", train_per_class=2, validation_per_class=1, test_per_class=1, min_side=32
+    )
     assert report.total == 8 and not report.quarantined and report.normalised == 0
     stored = np.asarray(Image.open(tmp_path / "data/train/dogs/dog.1.jpg"))
     assert stored.ndim == 3 and stored.shape[2] == 3

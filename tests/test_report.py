@@ -125,9 +125,17 @@ def test_report_after_training_only(tmp_path):
 
 def _chromium(*arguments, user_data_dir):
     command = [
-        shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={user_data_dir}", *arguments,
+        shutil.which("chromium"),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={user_data_dir}",
+        *arguments,
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
 
@@ -138,12 +146,19 @@ def test_report_renders_in_headless_chromium(evaluated, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "report.png"
     screenshot.unlink(missing_ok=True)
-    _chromium("--window-size=1280,5200", f"--screenshot={screenshot}", report_path.as_uri(), user_data_dir=tmp_path / "profile-1")
+    _chromium(
+        "--window-size=1280,5200",
+        f"--screenshot={screenshot}",
+        report_path.as_uri(),
+        user_data_dir=tmp_path / "profile-1",
+    )
     assert screenshot.read_bytes()[:8] == PNG_SIGNATURE
     shutil.copy(report_path, ARTIFACTS / "report.html")
 
     checked = tmp_path / "report-check.html"
-    checked.write_text(report_path.read_text(encoding="utf-8").replace("</body>", RENDER_CHECK_SCRIPT + "</body>"), encoding="utf-8")
+    checked.write_text(
+        report_path.read_text(encoding="utf-8").replace("</body>", RENDER_CHECK_SCRIPT + "</body>"), encoding="utf-8"
+    )
     dom = _chromium("--dump-dom", checked.as_uri(), user_data_dir=tmp_path / "profile-2").stdout
     for section in SECTIONS:
         assert f'<section id="{section}">' in dom

@@ -40,7 +40,10 @@ def test_selected_thresholds_are_the_validation_optima():
     f1_scores = [metrics.f1_score(labels, scores >= threshold) for threshold in candidates]
     assert selection.best_f1_score == pytest.approx(max(f1_scores))
     assert metrics.f1_score(labels, scores >= selection.best_f1) == pytest.approx(max(f1_scores))
-    youden = [metrics.recall_score(labels, scores >= t) - (1 - metrics.recall_score(labels, scores >= t, pos_label=0)) for t in candidates]
+    youden = [
+        metrics.recall_score(labels, scores >= t) - (1 - metrics.recall_score(labels, scores >= t, pos_label=0))
+        for t in candidates
+    ]
     assert selection.youden_j_score == pytest.approx(max(youden))
 
 

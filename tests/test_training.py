@@ -8,12 +8,12 @@ import time
 import keras
 import numpy as np
 import pytest
-from helpers import make_data_dir, tiny_config
 
 from catsdogs.cli import main
 from catsdogs.errors import CatsdogsError
 from catsdogs.runs import STATUS_FINISHED, RunDir
 from catsdogs.training import train
+from helpers import make_data_dir, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +82,12 @@ class PoisonWeights(keras.callbacks.Callback):
 def test_nan_stops_training_and_keeps_the_best_model(data_dir, tmp_path):
     poison = PoisonWeights(RunDir(tmp_path / "nan"), epoch=2)
     run_dir = train(
-        tiny_config("train.reduce_lr=false", epochs=6), data_dir, runs_dir=tmp_path, run_name="nan",
-        extra_callbacks=[poison], verbose=0,
+        tiny_config("train.reduce_lr=false", epochs=6),
+        data_dir,
+        runs_dir=tmp_path,
+        run_name="nan",
+        extra_callbacks=[poison],
+        verbose=0,
     )
     metrics = run_dir.read_metrics()
     # TerminateOnNaN stopped the run in the poisoned epoch, long before epoch 6.
@@ -111,12 +115,26 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     runs_dir = tmp_path / "runs"
     epochs = 4
     command = [
-        sys.executable, "-m", "catsdogs", "train", str(data_dir), "--out", str(runs_dir),
-        "--set", "data.image_size=[64, 64]", "--set", f"train.epochs={epochs}", "--set", "train.batch_size=4",
-        "--set", "data.cache=false",
+        sys.executable,
+        "-m",
+        "catsdogs",
+        "train",
+        str(data_dir),
+        "--out",
+        str(runs_dir),
+        "--set",
+        "data.image_size=[64, 64]",
+        "--set",
+        f"train.epochs={epochs}",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "data.cache=false",
     ]
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    process = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         # Kill as soon as the first epoch is backed up: deterministic, whatever the machine's speed.
         deadline = time.monotonic() + 120

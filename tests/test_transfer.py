@@ -1,12 +1,11 @@
-"""Transfer models: registry entries, preprocessing, frozen BatchNorm in fine-tuning, training phases, TTA, zero-shot."""
+"""Transfer models: registry entries, preprocessing, frozen BatchNorm in fine-tuning, training phases, TTA, "
+"zero-shot."""
 
 import json
 
 import keras
 import numpy as np
 import pytest
-from helpers import make_data_dir, tiny_config
-from tiny_backbones import tiny_transfer_model
 
 from catsdogs import models
 from catsdogs.cli import main
@@ -18,6 +17,8 @@ from catsdogs.models.transfer import backbone_of, build_head, is_transfer_model,
 from catsdogs.runs import load_model, save_model
 from catsdogs.transfer_training import cut_tensor, fine_tuning_model
 from catsdogs.zero_shot import ZERO_SHOT_NOTE, ZeroShotPredictor, dog_probability_from_logits
+from helpers import make_data_dir, tiny_config
+from tiny_backbones import tiny_transfer_model
 
 TRANSFER_MODELS = ("efficientnet_lite0", "vgg16", "mobilenet_v2", "efficientnet_b0", "xception", "resnet50")
 TINY_SHAPE = (32, 32, 3)
@@ -51,12 +52,15 @@ def _preprocessed(model, pixels):
     return np.asarray(keras.Model(model.input, last_preprocessing.output).predict_on_batch(pixels))
 
 
-@pytest.mark.parametrize("name, preprocess_input", [
-    ("vgg16", keras.applications.vgg16.preprocess_input),
-    ("resnet50", keras.applications.resnet50.preprocess_input),
-    ("mobilenet_v2", keras.applications.mobilenet_v2.preprocess_input),
-    ("xception", keras.applications.xception.preprocess_input),
-])
+@pytest.mark.parametrize(
+    "name, preprocess_input",
+    [
+        ("vgg16", keras.applications.vgg16.preprocess_input),
+        ("resnet50", keras.applications.resnet50.preprocess_input),
+        ("mobilenet_v2", keras.applications.mobilenet_v2.preprocess_input),
+        ("xception", keras.applications.xception.preprocess_input),
+    ],
+)
 def test_preprocessing_layers_match_keras_preprocess_input(name, preprocess_input):
     model = build_model(name, input_shape=TINY_SHAPE, num_classes=2, weights=None)
     pixels = np.random.default_rng(1).uniform(0, 255, (2, *TINY_SHAPE)).astype("float32")
@@ -108,7 +112,9 @@ def test_fine_tuning_on_cut_activations_trains_the_shared_backbone():
     upper = keras.Model(cut, model.get_layer("backbone").output)
     head = build_head(model)
     pooled = np.mean(upper.predict_on_batch(activations), axis=(1, 2))
-    np.testing.assert_allclose(head.predict_on_batch(pooled), fit_model.predict_on_batch(activations), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        head.predict_on_batch(pooled), fit_model.predict_on_batch(activations), rtol=1e-5, atol=1e-6
+    )
 
 
 class MirrorSensitive(keras.layers.Layer):
@@ -116,7 +122,9 @@ class MirrorSensitive(keras.layers.Layer):
 
     def call(self, inputs):
         width = inputs.shape[2] // 2
-        difference = keras.ops.mean(inputs[:, :, :width], axis=(1, 2, 3)) - keras.ops.mean(inputs[:, :, width:], axis=(1, 2, 3))
+        difference = keras.ops.mean(inputs[:, :, :width], axis=(1, 2, 3)) - keras.ops.mean(
+            inputs[:, :, width:], axis=(1, 2, 3)
+        )
         return keras.ops.sigmoid(difference[:, None] / 50.0)
 
 
@@ -126,7 +134,9 @@ def test_test_time_augmentation_averages_the_image_and_its_mirror():
     pixels = np.zeros((1, 8, 8, 3), "float32")
     pixels[:, :, :4] = 200.0
     plain = Predictor(model, class_names=["cats", "dogs"], image_size=(8, 8)).predict_pixels(pixels)
-    averaged = Predictor(model, class_names=["cats", "dogs"], image_size=(8, 8), test_time_augmentation=True).predict_pixels(pixels)
+    averaged = Predictor(
+        model, class_names=["cats", "dogs"], image_size=(8, 8), test_time_augmentation=True
+    ).predict_pixels(pixels)
     assert plain[0, 1] > 0.9
     np.testing.assert_allclose(averaged[0], [0.5, 0.5], atol=1e-6)
 
@@ -143,8 +153,11 @@ def test_zero_shot_probability_agrees_with_the_restricted_argmax_rule():
 def test_predict_without_a_run_folder_uses_the_zero_shot_model(tmp_path, monkeypatch, capsys):
     inputs = keras.Input((224, 224, 3))
     # A stand-in for the ImageNet network: every photo scores highest on class 207 (a dog).
-    logits = keras.layers.Dense(1000, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(
-        np.where(np.arange(1000) == 207, 5.0, 0.0)))(keras.layers.GlobalAveragePooling2D()(inputs))
+    logits = keras.layers.Dense(
+        1000,
+        kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(np.where(np.arange(1000) == 207, 5.0, 0.0)),
+    )(keras.layers.GlobalAveragePooling2D()(inputs))
     stand_in = ZeroShotPredictor(keras.Model(inputs, logits), class_names=["cats", "dogs"], image_size=(224, 224))
     monkeypatch.setattr(ZeroShotPredictor, "load", classmethod(lambda cls, **kwargs: stand_in))
     photos = make_data_dir(tmp_path / "photos", counts={"train": 1}, size=48) / "train"
@@ -156,16 +169,27 @@ def test_predict_without_a_run_folder_uses_the_zero_shot_model(tmp_path, monkeyp
 
 
 def test_transfer_training_on_cached_features_with_fine_tuning(tmp_path, monkeypatch):
-    monkeypatch.setitem(models._REGISTRY, "tiny_transfer", models.ModelEntry(
-        name="tiny_transfer", builder=lambda **kwargs: tiny_transfer_model(input_shape=kwargs["input_shape"]),
-        pretrained=True, last_conv_layer="backbone/top_activation", description="test stand-in",
-    ))
+    monkeypatch.setitem(
+        models._REGISTRY,
+        "tiny_transfer",
+        models.ModelEntry(
+            name="tiny_transfer",
+            builder=lambda **kwargs: tiny_transfer_model(input_shape=kwargs["input_shape"]),
+            pretrained=True,
+            last_conv_layer="backbone/top_activation",
+            description="test stand-in",
+        ),
+    )
     from catsdogs.training import train
 
     data_dir = make_data_dir(tmp_path / "data", counts={"train": 6, "validation": 4, "test": 4})
     config = tiny_config(
-        "model.name=tiny_transfer", "augment.enabled=false", "train.fine_tune_blocks=2", "train.fine_tune_epochs=2",
-        "train.feature_engine=keras", epochs=3,
+        "model.name=tiny_transfer",
+        "augment.enabled=false",
+        "train.fine_tune_blocks=2",
+        "train.fine_tune_epochs=2",
+        "train.feature_engine=keras",
+        epochs=3,
     )
     run_dir = train(config, data_dir, runs_dir=tmp_path / "runs", verbose=0)
     info = json.loads(run_dir.run_info_path.read_text())
@@ -182,10 +206,17 @@ def test_transfer_training_on_cached_features_with_fine_tuning(tmp_path, monkeyp
 
 
 def test_transfer_training_with_augmentation_runs_the_frozen_backbone_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.setitem(models._REGISTRY, "tiny_transfer", models.ModelEntry(
-        name="tiny_transfer", builder=lambda **kwargs: tiny_transfer_model(input_shape=kwargs["input_shape"]),
-        pretrained=True, last_conv_layer="backbone/top_activation", description="test stand-in",
-    ))
+    monkeypatch.setitem(
+        models._REGISTRY,
+        "tiny_transfer",
+        models.ModelEntry(
+            name="tiny_transfer",
+            builder=lambda **kwargs: tiny_transfer_model(input_shape=kwargs["input_shape"]),
+            pretrained=True,
+            last_conv_layer="backbone/top_activation",
+            description="test stand-in",
+        ),
+    )
     from catsdogs.training import train
 
     data_dir = make_data_dir(tmp_path / "data", counts={"train": 4, "validation": 2})

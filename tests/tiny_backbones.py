@@ -36,7 +36,14 @@ def tiny_backbone(input_shape=(32, 32, 3), seed=0):
     for layer in backbone.layers:
         if isinstance(layer, layers.BatchNormalization):
             gamma, beta, mean, variance = layer.get_weights()
-            layer.set_weights([gamma + 0.1, beta + 0.1, mean + rng.uniform(0, 0.2, mean.shape), variance + rng.uniform(0.5, 1.0, variance.shape)])
+            layer.set_weights(
+                [
+                    gamma + 0.1,
+                    beta + 0.1,
+                    mean + rng.uniform(0, 0.2, mean.shape),
+                    variance + rng.uniform(0.5, 1.0, variance.shape),
+                ]
+            )
     return backbone
 
 

@@ -181,6 +181,8 @@ def build_callbacks(
 
 
 def _log_epoch(epoch, logs):
-    values = ", ".join(f"{name}={value:.6g}" for name, value in sorted((logs or {}).items()) if isinstance(value, float))
+    values = ", ".join(
+        f"{name}={value:.6g}" for name, value in sorted((logs or {}).items()) if isinstance(value, float)
+    )
     # DEBUG: the run log keeps every epoch, while the terminal already shows Keras's progress bar.
     logger.debug("Epoch %d: %s", epoch + 1, values)

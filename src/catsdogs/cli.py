@@ -104,11 +104,30 @@ def _add_prepare_command(subparsers):
         "using --val-fraction/--test-fraction of the counted images; all: every usable image, split by "
         "fraction. Default: data.split.",
     )
-    parser.add_argument("--train", type=int, metavar="N", help="Train images per class (numbers split). Default: data.train_per_class.")
-    parser.add_argument("--val", type=int, metavar="N", help="Validation images per class (numbers split). Default: data.validation_per_class.")
-    parser.add_argument("--test", type=int, metavar="N", help="Test images per class (numbers split). Default: data.test_per_class.")
-    parser.add_argument("--val-fraction", type=float, metavar="F", help="Validation share per class (fraction/all). Default: data.validation_fraction.")
-    parser.add_argument("--test-fraction", type=float, metavar="F", help="Test share per class (fraction/all). Default: data.test_fraction.")
+    parser.add_argument(
+        "--train", type=int, metavar="N", help="Train images per class (numbers split). Default: data.train_per_class."
+    )
+    parser.add_argument(
+        "--val",
+        type=int,
+        metavar="N",
+        help="Validation images per class (numbers split). Default: data.validation_per_class.",
+    )
+    parser.add_argument(
+        "--test", type=int, metavar="N", help="Test images per class (numbers split). Default: data.test_per_class."
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        metavar="F",
+        help="Validation share per class (fraction/all). Default: data.validation_fraction.",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        metavar="F",
+        help="Test share per class (fraction/all). Default: data.test_fraction.",
+    )
     parser.add_argument("--seed", type=int, help="Seed for the fraction split. Default: train.seed.")
     parser.add_argument("--overwrite", action="store_true", help="Replace a different earlier split in DATA.")
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
@@ -179,11 +198,19 @@ def _add_train_command(subparsers):
             "  With --name, that folder is resumed if unfinished. --fresh always starts a new run."
         ),
     )
-    parser.add_argument("-h", "--help", action=_HelpWithModels, help="Show this help, with the available models, and exit.")
-    parser.add_argument("data", metavar="DATA", help="Folder made by `catsdogs prepare` (train/, validation/, optional test/).")
+    parser.add_argument(
+        "-h", "--help", action=_HelpWithModels, help="Show this help, with the available models, and exit."
+    )
+    parser.add_argument(
+        "data", metavar="DATA", help="Folder made by `catsdogs prepare` (train/, validation/, optional test/)."
+    )
     parser.add_argument("--model", metavar="NAME", help="Model to train (sets model.name); see the list below.")
-    parser.add_argument("--out", metavar="RUNS", default="runs", help="Folder that receives run folders. Default: runs.")
-    parser.add_argument("--name", metavar="NAME", help="Run folder name instead of <timestamp>-<model>; resumes it if unfinished.")
+    parser.add_argument(
+        "--out", metavar="RUNS", default="runs", help="Folder that receives run folders. Default: runs."
+    )
+    parser.add_argument(
+        "--name", metavar="NAME", help="Run folder name instead of <timestamp>-<model>; resumes it if unfinished."
+    )
     parser.add_argument("--fresh", action="store_true", help="Start a new run even if an unfinished one matches.")
     _add_config_arguments(parser)
     parser.set_defaults(run=_run_train)
@@ -205,12 +232,17 @@ def _run_train(arguments):
     handler.setFormatter(logging.Formatter("catsdogs train: %(message)s"))
     logging.getLogger("catsdogs").addHandler(handler)
     try:
-        run_dir = train(config, arguments.data, runs_dir=arguments.out, run_name=arguments.name, resume=not arguments.fresh)
+        run_dir = train(
+            config, arguments.data, runs_dir=arguments.out, run_name=arguments.name, resume=not arguments.fresh
+        )
     finally:
         logging.getLogger("catsdogs").removeHandler(handler)
     metrics = run_dir.read_metrics()
     print(f"run folder: {run_dir.path}")
-    print(f"stopped:    {metrics.get('stop_reason')} after {metrics.get('epochs_done')} epochs (best epoch {metrics.get('best_epoch')})")
+    print(
+        f"stopped:    {metrics.get('stop_reason')} after {metrics.get('epochs_done')} epochs (best epoch "
+        f"{metrics.get('best_epoch')})"
+    )
     for split in ("validation", "test"):
         if split in metrics:
             print(f"{split + ':':<11} accuracy {metrics[split]['accuracy']:.4f}, loss {metrics[split]['loss']:.4f}")
@@ -234,11 +266,25 @@ def _add_predict_command(subparsers):
             "not a run folder, every argument is an image and the zero-shot ImageNet model answers cats or dogs."
         ),
     )
-    parser.add_argument("run_dir", metavar="RUN|PATH", help="Run folder made by `catsdogs train`; leave it out for the zero-shot model.")
+    parser.add_argument(
+        "run_dir", metavar="RUN|PATH", help="Run folder made by `catsdogs train`; leave it out for the zero-shot model."
+    )
     parser.add_argument("paths", metavar="PATH", nargs="*", help="Image files, folders or glob patterns.")
     _add_test_time_augmentation_argument(parser)
-    parser.add_argument("--threshold", type=float, default=0.5, metavar="T", help="For two classes: predict the second class when its probability >= T. Default: 0.5.")
-    parser.add_argument("--format", dest="output_format", choices=["table", "csv", "json"], default="table", help="Output format. Default: table.")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        metavar="T",
+        help="For two classes: predict the second class when its probability >= T. Default: 0.5.",
+    )
+    parser.add_argument(
+        "--format",
+        dest="output_format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="Output format. Default: table.",
+    )
     parser.add_argument("--output", metavar="FILE", help="Write the output to FILE instead of printing it.")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="Images per model call. Default: 32.")
     parser.set_defaults(run=_run_predict)
@@ -251,10 +297,13 @@ def _run_predict(arguments):
     if _is_run_dir(arguments.run_dir):
         if not arguments.paths:
             raise CatsdogsError(
-                f"Name at least one image, folder or glob pattern after the run folder. Received: run_dir={arguments.run_dir}"
+                "Name at least one image, folder or glob pattern after the run folder. Received: "
+                f"run_dir={arguments.run_dir}"
             )
         predictor = Predictor.from_run_dir(
-            arguments.run_dir, threshold=arguments.threshold, batch_size=arguments.batch_size,
+            arguments.run_dir,
+            threshold=arguments.threshold,
+            batch_size=arguments.batch_size,
             test_time_augmentation=arguments.test_time_augmentation,
         )
     else:
@@ -263,13 +312,17 @@ def _run_predict(arguments):
         # No run folder: every argument is an image, and the pretrained ImageNet model answers.
         arguments.paths = [arguments.run_dir, *arguments.paths]
         predictor = ZeroShotPredictor.load(
-            threshold=arguments.threshold, batch_size=arguments.batch_size,
+            threshold=arguments.threshold,
+            batch_size=arguments.batch_size,
             test_time_augmentation=bool(arguments.test_time_augmentation),
         )
         if arguments.output_format != "table" or arguments.output:
             print(f"catsdogs predict: {predictor.note}", file=sys.stderr)
     if len(predictor.class_names) > 2 and arguments.threshold != 0.5:
-        print("catsdogs predict: note: --threshold applies to two-class models only; the most probable class wins.", file=sys.stderr)
+        print(
+            "catsdogs predict: note: --threshold applies to two-class models only; the most probable class wins.",
+            file=sys.stderr,
+        )
     predictions = predict_files(predictor, arguments.paths)
     text = format_predictions(predictions, output_format=arguments.output_format)
     if arguments.output_format == "table" and getattr(predictor, "note", None):
@@ -281,13 +334,19 @@ def _run_predict(arguments):
     else:
         print(text, end="")
     failed = sum(not prediction.ok for prediction in predictions)
-    print(f"catsdogs predict: {len(predictions)} inputs, {len(predictions) - failed} predicted, {failed} failed", file=sys.stderr)
+    print(
+        f"catsdogs predict: {len(predictions)} inputs, {len(predictions) - failed} predicted, {failed} failed",
+        file=sys.stderr,
+    )
     return EXIT_FAILURES if failed else EXIT_OK
 
 
 def _add_test_time_augmentation_argument(parser):
     parser.add_argument(
-        "--tta", dest="test_time_augmentation", action=argparse.BooleanOptionalAction, default=None,
+        "--tta",
+        dest="test_time_augmentation",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="Test-time augmentation: average each prediction over the image and its mirror image (twice the time). "
         "Default: the run's model.test_time_augmentation.",
     )
@@ -324,9 +383,19 @@ def _add_evaluate_command(subparsers):
         ),
     )
     parser.add_argument("run_dir", metavar="RUN", help="Run folder made by `catsdogs train`.")
-    parser.add_argument("--split", choices=["test", "validation"], default="test", help="Split to evaluate. Default: test.")
-    parser.add_argument("--data", metavar="DIR", help="Another prepared folder with the same class names. Default: the run's own data.")
-    parser.add_argument("--threshold", type=float, default=0.5, metavar="T", help="Configured threshold on the second class's probability (two classes). Default: 0.5.")
+    parser.add_argument(
+        "--split", choices=["test", "validation"], default="test", help="Split to evaluate. Default: test."
+    )
+    parser.add_argument(
+        "--data", metavar="DIR", help="Another prepared folder with the same class names. Default: the run's own data."
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        metavar="T",
+        help="Configured threshold on the second class's probability (two classes). Default: 0.5.",
+    )
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="Images per model call. Default: 32.")
     _add_test_time_augmentation_argument(parser)
     parser.set_defaults(run=_run_evaluate)
@@ -347,15 +416,25 @@ def _run_evaluate(arguments):
     metrics = result.metrics
     decided = metrics["at_decision_threshold"]
     interval = decided["accuracy_interval"]
-    tta = " (test-time augmentation: each image averaged with its mirror image)" if metrics.get("test_time_augmentation") else ""
+    tta = (
+        " (test-time augmentation: each image averaged with its mirror image)"
+        if metrics.get("test_time_augmentation")
+        else ""
+    )
     print(f"evaluated:  {metrics['split']} split, {metrics['num_examples']} images of {metrics['data_dir']}{tta}")
     print(f"accuracy:   {decided['accuracy']:.4f} (95% interval {interval['low']:.4f} to {interval['high']:.4f})")
-    print(f"macro F1:   {decided['macro_avg']['f1']:.4f}   ROC-AUC: {_format_number(metrics.get('roc_auc'))}   PR-AUC: {_format_number(metrics.get('pr_auc'))}")
+    print(
+        f"macro F1:   {decided['macro_avg']['f1']:.4f}   ROC-AUC: {_format_number(metrics.get('roc_auc'))}   "
+        f"PR-AUC: {_format_number(metrics.get('pr_auc'))}"
+    )
     print(f"log loss:   {metrics['log_loss']:.4f}   Brier: {metrics['brier']:.4f}")
     for name, label in (("best_f1", "best F1"), ("youden_j", "Youden's J")):
         chosen = metrics.get("selected_thresholds", {}).get(name)
         if chosen:
-            print(f"{label + ':':<11} threshold {chosen['threshold']:.3f} (chosen on validation): accuracy {chosen['accuracy']:.4f}, macro F1 {chosen['macro_avg']['f1']:.4f}")
+            print(
+                f"{label + ':':<11} threshold {chosen['threshold']:.3f} (chosen on validation): accuracy "
+                f"{chosen['accuracy']:.4f}, macro F1 {chosen['macro_avg']['f1']:.4f}"
+            )
     if metrics["unreadable"]:
         print(f"unreadable: {len(metrics['unreadable'])} images left out (listed in metrics.json)")
     print(f"figures:    {result.run_dir.figures_dir}")
@@ -382,11 +461,27 @@ def _add_explain_command(subparsers):
     )
     parser.add_argument("run_dir", metavar="RUN", help="Run folder made by `catsdogs train`.")
     parser.add_argument("images", metavar="IMAGE", nargs="+", help="Photos to explain.")
-    parser.add_argument("--layer", metavar="NAME", help="Layer Grad-CAM explains (name, or backbone/name). Default: the last convolutional layer.")
-    parser.add_argument("--feature-layer", dest="feature_layers", metavar="NAME", action="append", help="Layer whose feature maps to draw; repeatable. Default: up to 6 convolutional layers, first to last.")
+    parser.add_argument(
+        "--layer",
+        metavar="NAME",
+        help="Layer Grad-CAM explains (name, or backbone/name). Default: the last convolutional layer.",
+    )
+    parser.add_argument(
+        "--feature-layer",
+        dest="feature_layers",
+        metavar="NAME",
+        action="append",
+        help="Layer whose feature maps to draw; repeatable. Default: up to 6 convolutional layers, first to last.",
+    )
     parser.add_argument("--no-feature-maps", action="store_true", help="Write only the Grad-CAM overlays.")
     parser.add_argument("--out", metavar="DIR", help="Folder for the PNGs. Default: RUN/figures/explain.")
-    parser.add_argument("--threshold", type=float, default=0.5, metavar="T", help="Decision threshold on the second class's probability (two classes). Default: 0.5.")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        metavar="T",
+        help="Decision threshold on the second class's probability (two classes). Default: 0.5.",
+    )
     parser.set_defaults(run=_run_explain)
 
 
@@ -428,7 +523,12 @@ def _add_compare_command(subparsers):
         ),
     )
     parser.add_argument("run_dirs", metavar="RUN", nargs="+", help="Run folders made by `catsdogs train`.")
-    parser.add_argument("--out", metavar="DIR", default="comparison", help="Folder for comparison.csv and validation_curves.png. Default: comparison.")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default="comparison",
+        help="Folder for comparison.csv and validation_curves.png. Default: comparison.",
+    )
     parser.set_defaults(run=_run_compare)
 
 
@@ -448,11 +548,18 @@ def _run_compare(arguments):
         if row["test_accuracy_low"] is not None:
             accuracy += f" ({row['test_accuracy_low']:.4f}-{row['test_accuracy_high']:.4f})"
         seconds = row["training_seconds"]
-        table.append((
-            row["run"], str(row["model"]), "n/a" if row["parameters"] is None else f"{row['parameters']:,}", str(row["epochs"]),
-            "n/a" if seconds is None else f"{seconds / 60:.1f} min", accuracy,
-            _format_number(row["test_f1"]), _format_number(row["test_roc_auc"]),
-        ))
+        table.append(
+            (
+                row["run"],
+                str(row["model"]),
+                "n/a" if row["parameters"] is None else f"{row['parameters']:,}",
+                str(row["epochs"]),
+                "n/a" if seconds is None else f"{seconds / 60:.1f} min",
+                accuracy,
+                _format_number(row["test_f1"]),
+                _format_number(row["test_roc_auc"]),
+            )
+        )
     widths = [max(len(line[column]) for line in table) for column in range(len(table[0]))]
     for line in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())

@@ -202,8 +202,7 @@ def _parse_override(override):
     name, separator, raw_value = override.partition("=")
     if not separator or name.count(".") != 1:
         raise CatsdogsError(
-            "An override must look like section.key=value, e.g. train.epochs=10. "
-            f"Received: --set {override}"
+            f"An override must look like section.key=value, e.g. train.epochs=10. Received: --set {override}"
         )
     section, key = name.strip().split(".")
     raw_value = raw_value.strip()
@@ -254,14 +253,17 @@ def _build(values):
 
 
 def _type_name(expected_type):
-    return getattr(expected_type, "__name__", str(expected_type)) if typing.get_origin(expected_type) is None else str(expected_type)
+    return (
+        getattr(expected_type, "__name__", str(expected_type))
+        if typing.get_origin(expected_type) is None
+        else str(expected_type)
+    )
 
 
 def _check_value(name, expected_type, value):
     def wrong():
         return CatsdogsError(
-            f"Config key '{name}' expects a value of type {_type_name(expected_type)}. "
-            f"Received: {name}={value!r}"
+            f"Config key '{name}' expects a value of type {_type_name(expected_type)}. Received: {name}={value!r}"
         )
 
     if typing.get_origin(expected_type) is list:

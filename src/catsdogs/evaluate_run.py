@@ -102,7 +102,17 @@ def predict_split(predictor, data_dir, split):
     return predictions, unreadable
 
 
-def evaluate_run(run_dir, *, split="test", data_dir=None, decision_threshold=0.5, gallery_size=12, gradcam_examples=4, batch_size=32, test_time_augmentation=None):
+def evaluate_run(
+    run_dir,
+    *,
+    split="test",
+    data_dir=None,
+    decision_threshold=0.5,
+    gallery_size=12,
+    gradcam_examples=4,
+    batch_size=32,
+    test_time_augmentation=None,
+):
     """Evaluate a trained run on a split, write metrics, figures and the report.
 
     Args:
@@ -145,7 +155,9 @@ def evaluate_run(run_dir, *, split="test", data_dir=None, decision_threshold=0.5
     metrics = evaluation.evaluate_predictions(evaluated, decision_threshold=decision_threshold, selection=selection)
     own_data = recorded is not None and Path(recorded).resolve() == data_dir.resolve()
     key = split if own_data else f"{split} of {data_dir.resolve()}"
-    metrics.update(data_dir=str(data_dir.resolve()), unreadable=unreadable, test_time_augmentation=predictor.test_time_augmentation)
+    metrics.update(
+        data_dir=str(data_dir.resolve()), unreadable=unreadable, test_time_augmentation=predictor.test_time_augmentation
+    )
     figures = write_evaluation_figures(run, evaluated, metrics, predictor, decision_threshold, gallery_size)
     figures += write_gradcam_examples(run, evaluated, predictor, decision_threshold, gradcam_examples)
     stored = run.read_metrics() if run.metrics_path.is_file() else {}
@@ -242,7 +254,7 @@ def gradcam_picks(predictions, threshold, count):
     by_class = [[i for i in right if predictions.labels[i] == label] for label in range(predictions.num_classes)]
     right = [i for group in zip(*by_class) for i in group] or right
     wrong = evaluation.most_confident_mistakes(predictions, threshold=threshold, limit=count)
-    picks = [i for pair in zip(wrong, right) for i in pair] + wrong[len(right):] + right[len(wrong):]
+    picks = [i for pair in zip(wrong, right) for i in pair] + wrong[len(right) :] + right[len(wrong) :]
     return picks[:count]
 
 
@@ -321,7 +333,14 @@ def _test_summary(metrics):
         }
     tested = metrics.get("test")
     if not tested:
-        return {"test_accuracy": None, "test_accuracy_low": None, "test_accuracy_high": None, "test_f1": None, "test_roc_auc": None, "source": "no test split"}
+        return {
+            "test_accuracy": None,
+            "test_accuracy_low": None,
+            "test_accuracy_high": None,
+            "test_f1": None,
+            "test_roc_auc": None,
+            "source": "no test split",
+        }
     # Training's own test accuracy; its interval follows from the number of test images.
     total = metrics.get("images", {}).get("test", 0)
     low, high = evaluation.wilson_interval(round(tested["accuracy"] * total), total) if total else (None, None)

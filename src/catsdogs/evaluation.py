@@ -210,7 +210,9 @@ def probability_metrics(predictions):
         result["brier"] = float(metrics.brier_score_loss(labels, probabilities, labels=class_indices))
         complete = len(present) == predictions.num_classes
         result["roc_auc"] = (
-            float(metrics.roc_auc_score(labels, probabilities, multi_class="ovr", average="macro")) if complete else None
+            float(metrics.roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"))
+            if complete
+            else None
         )
         result["pr_auc"] = float(numpy.mean([per_class[name]["pr_auc"] for name in per_class])) if complete else None
         result["averaging"] = "one-vs-rest, macro"

@@ -97,13 +97,12 @@ def explain_images(run_dir, images, *, layer=None, out_dir=None, feature_layers=
             activations = interpret.feature_maps(model, pixels, layer_names=feature_layers)
             for path, values in activations.items():
                 figure = report_plots.feature_map_figure(values, layer=path)
-                feature_paths.append(report_plots.save_figure(figure, out_dir / f"{stem}_features_{_safe_name(path)}.png"))
-        explanations.append(
-            Explanation(str(source), label, probability, gradcam_path, tuple(feature_paths))
-        )
+                feature_paths.append(
+                    report_plots.save_figure(figure, out_dir / f"{stem}_features_{_safe_name(path)}.png")
+                )
+        explanations.append(Explanation(str(source), label, probability, gradcam_path, tuple(feature_paths)))
     return explanations
 
 
 def _safe_name(text):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "image"
-

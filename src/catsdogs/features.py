@@ -111,7 +111,11 @@ class FeatureCache:
                 numpy.savez(handle, values=values)
             os.replace(temporary, self.path_for(key))
         except OSError as error:
-            logger.warning("Could not write the feature cache in %s (%s); features will be extracted again next time.", self.folder, error)
+            logger.warning(
+                "Could not write the feature cache in %s (%s); features will be extracted again next time.",
+                self.folder,
+                error,
+            )
 
 
 def _onnx_session(model, image_size):
@@ -127,7 +131,9 @@ def _onnx_session(model, image_size):
             model(numpy.zeros((1, *image_size, 3), "float32"))
             model.export(str(path), format="onnx", verbose=False)
             options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            options.intra_op_num_threads = (
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            )
             return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # Any export failure leaves Keras, which always works.
             logger.warning("ONNX export failed (%s: %s); extracting features with Keras.", type(error).__name__, error)
@@ -153,7 +159,9 @@ class FeatureExtractor:
 
     def __init__(self, model, *, image_size, output_names, engine="auto"):
         if engine not in ENGINES:
-            raise CatsdogsError(f"Unknown feature engine. Choose one of {', '.join(ENGINES)}. Received: engine={engine!r}")
+            raise CatsdogsError(
+                f"Unknown feature engine. Choose one of {', '.join(ENGINES)}. Received: engine={engine!r}"
+            )
         self.model = model
         self.image_size = tuple(image_size)
         self.output_names = list(output_names)
@@ -199,7 +207,10 @@ class FeatureExtractor:
         expected = self.model.predict_on_batch(pixels[:4])
         expected = expected if isinstance(expected, (list, tuple)) else [expected]
         worst = max(
-            float(numpy.max(numpy.abs(numpy.asarray(keras_output) - onnx_output[:4])) / (1.0 + numpy.max(numpy.abs(keras_output))))
+            float(
+                numpy.max(numpy.abs(numpy.asarray(keras_output) - onnx_output[:4]))
+                / (1.0 + numpy.max(numpy.abs(keras_output)))
+            )
             for keras_output, onnx_output in zip(expected, outputs)
         )
         if worst > AGREEMENT_TOLERANCE:
@@ -269,7 +280,9 @@ def cached_features(extractor, cache, *, paths, labels, root, flip=False, batch_
         ({output name: array}, hit): the arrays, and whether they all came from the cache.
     """
     files = files_fingerprint(paths, labels, root)
-    dtypes = [str(numpy.dtype(dtype)) for dtype in output_dtypes] if output_dtypes else [None] * len(extractor.output_names)
+    dtypes = (
+        [str(numpy.dtype(dtype)) for dtype in output_dtypes] if output_dtypes else [None] * len(extractor.output_names)
+    )
     size = "x".join(map(str, extractor.image_size))
     keys = {}
     for name, dtype in zip(extractor.output_names, dtypes):
@@ -278,14 +291,20 @@ def cached_features(extractor, cache, *, paths, labels, root, flip=False, batch_
         keys[name] = f"{extractor.model.name}-{size}-{name}-{digest}{'-flipped' if flip else ''}"
     stored = {name: cache.load(key) for name, key in keys.items()} if cache is not None else {}
     if stored and all(value is not None and len(value) == len(paths) for value in stored.values()):
-        logger.info("Features of %d photos%s: from the cache in %s", len(paths), " (flipped)" if flip else "", cache.folder)
+        logger.info(
+            "Features of %d photos%s: from the cache in %s", len(paths), " (flipped)" if flip else "", cache.folder
+        )
         return stored, True
     started = time.monotonic()
     arrays = extract(extractor, paths, batch_size=batch_size, flip=flip, output_dtypes=output_dtypes)
     seconds = time.monotonic() - started
     logger.info(
         "Features of %d photos%s: extracted with %s in %.1f s (%.0f photos/s)",
-        len(paths), " (flipped)" if flip else "", extractor.engine, seconds, len(paths) / max(seconds, 1e-9),
+        len(paths),
+        " (flipped)" if flip else "",
+        extractor.engine,
+        seconds,
+        len(paths) / max(seconds, 1e-9),
     )
     result = dict(zip(extractor.output_names, arrays))
     if cache is not None:

@@ -72,7 +72,18 @@ class Predictor:
             mirror image (horizontal flip); twice the model calls.
     """
 
-    def __init__(self, model, *, class_names, image_size, threshold=DEFAULT_THRESHOLD, max_pixels=50_000_000, min_side=32, batch_size=DEFAULT_BATCH_SIZE, test_time_augmentation=False):
+    def __init__(
+        self,
+        model,
+        *,
+        class_names,
+        image_size,
+        threshold=DEFAULT_THRESHOLD,
+        max_pixels=50_000_000,
+        min_side=32,
+        batch_size=DEFAULT_BATCH_SIZE,
+        test_time_augmentation=False,
+    ):
         self.model = model
         self.test_time_augmentation = bool(test_time_augmentation)
         self.class_names = list(class_names)
@@ -83,7 +94,9 @@ class Predictor:
         self.batch_size = batch_size
 
     @classmethod
-    def from_run_dir(cls, path, *, threshold=DEFAULT_THRESHOLD, batch_size=DEFAULT_BATCH_SIZE, test_time_augmentation=None):
+    def from_run_dir(
+        cls, path, *, threshold=DEFAULT_THRESHOLD, batch_size=DEFAULT_BATCH_SIZE, test_time_augmentation=None
+    ):
         """Load a run folder's verified model, labels and image settings.
 
         `test_time_augmentation` None takes the run config's `model.test_time_augmentation`.
@@ -104,7 +117,9 @@ class Predictor:
             max_pixels=config.data.max_pixels,
             min_side=config.data.min_side,
             batch_size=batch_size,
-            test_time_augmentation=config.model.test_time_augmentation if test_time_augmentation is None else test_time_augmentation,
+            test_time_augmentation=config.model.test_time_augmentation
+            if test_time_augmentation is None
+            else test_time_augmentation,
         )
 
     def load_image(self, image):
@@ -144,10 +159,14 @@ class Predictor:
             A list of `Prediction`, one per image, in order.
         """
         images = [images] if _is_single_image(images) else list(images)
-        sources = list(sources) if sources is not None else [_source_name(image, index) for index, image in enumerate(images)]
+        sources = (
+            list(sources) if sources is not None else [_source_name(image, index) for index, image in enumerate(images)]
+        )
         predictions = []
         for start in range(0, len(images), self.batch_size):
-            predictions.extend(self._predict_batch(images[start : start + self.batch_size], sources[start : start + self.batch_size]))
+            predictions.extend(
+                self._predict_batch(images[start : start + self.batch_size], sources[start : start + self.batch_size])
+            )
         return predictions
 
     def predict_pixels(self, pixels):
@@ -175,7 +194,10 @@ class Predictor:
             except Exception as error:  # A decoder failure must not stop the other images.
                 rows.append(Prediction(source, error=f"cannot decode image: {type(error).__name__}"))
         probabilities = iter(self.predict_pixels(numpy.stack(pixels)) if pixels else [])
-        return [row if row is not None else self._to_prediction(source, next(probabilities)) for row, source in zip(rows, sources)]
+        return [
+            row if row is not None else self._to_prediction(source, next(probabilities))
+            for row, source in zip(rows, sources)
+        ]
 
     def _to_prediction(self, source, probabilities):
         if len(self.class_names) == 2:
@@ -280,7 +302,16 @@ def format_predictions(predictions, *, output_format="table"):
     if output_format == "json":
         import json
 
-        rows = [{"file": p.source, "label": p.label, "probability": p.probability, "probabilities": p.probabilities, "error": p.error} for p in predictions]
+        rows = [
+            {
+                "file": p.source,
+                "label": p.label,
+                "probability": p.probability,
+                "probabilities": p.probabilities,
+                "error": p.error,
+            }
+            for p in predictions
+        ]
         return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
     if output_format == "csv":
         import csv
@@ -291,7 +322,15 @@ def format_predictions(predictions, *, output_format="table"):
         writer.writerow(["file", "label", "probability", *[f"probability_{name}" for name in class_names], "error"])
         for p in predictions:
             per_class = [f"{p.probabilities[name]:.6f}" if p.probabilities else "" for name in class_names]
-            writer.writerow([p.source, p.label or "", "" if p.probability is None else f"{p.probability:.6f}", *per_class, p.error or ""])
+            writer.writerow(
+                [
+                    p.source,
+                    p.label or "",
+                    "" if p.probability is None else f"{p.probability:.6f}",
+                    *per_class,
+                    p.error or "",
+                ]
+            )
         return buffer.getvalue()
     if output_format == "table":
         rows = [("file", "label", "probability")] + [

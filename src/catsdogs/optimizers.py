@@ -32,7 +32,9 @@ class OneCycleSchedule(keras.optimizers.schedules.LearningRateSchedule):
         final_divisor: starting / final learning rate.
     """
 
-    def __init__(self, maximal_learning_rate, total_steps, warmup_fraction=0.3, initial_divisor=25.0, final_divisor=1e4):
+    def __init__(
+        self, maximal_learning_rate, total_steps, warmup_fraction=0.3, initial_divisor=25.0, final_divisor=1e4
+    ):
         self.maximal_learning_rate = float(maximal_learning_rate)
         self.total_steps = int(total_steps)
         self.warmup_fraction = float(warmup_fraction)
@@ -76,7 +78,9 @@ def build_learning_rate(*, schedule, learning_rate, total_steps):
     if schedule == "constant":
         return float(learning_rate)
     if schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(initial_learning_rate=learning_rate, decay_steps=max(1, total_steps))
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=learning_rate, decay_steps=max(1, total_steps)
+        )
     if schedule == "one_cycle":
         return OneCycleSchedule(maximal_learning_rate=learning_rate, total_steps=max(1, total_steps))
     raise CatsdogsError(

@@ -77,7 +77,9 @@ def history_figure(history, *, title=None):
     return figure
 
 
-def augmentation_figure(originals, augmented, *, row_titles=None, title="Augmentation: original, then augmented versions"):
+def augmentation_figure(
+    originals, augmented, *, row_titles=None, title="Augmentation: original, then augmented versions"
+):
     """Show a few training photos, each followed by several augmented versions of it.
 
     Args:

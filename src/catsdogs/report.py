@@ -165,7 +165,9 @@ def _data_section(info, metrics, manifest):
             parts.append("<h3>Duplicate groups</h3>" + _table(["split", "files"], rows) + _more(len(duplicates)))
     elif metrics.get("images"):
         parts.append(_table(["split", "images"], [[split, count] for split, count in metrics["images"].items()]))
-        parts.append('<p class="muted">No manifest.json in the data folder, so quarantined files and duplicates are unknown.</p>')
+        parts.append(
+            '<p class="muted">No manifest.json in the data folder, so quarantined files and duplicates are unknown.</p>'
+        )
     else:
         parts.append('<p class="muted">No data summary is available.</p>')
     return "".join(parts)
@@ -181,7 +183,9 @@ def _training_section(run, metrics):
     for split in ("validation", "test"):
         if metrics.get(split):
             scores = metrics[split]
-            rows.append([f"{split} loss / accuracy at the end", f"{scores['loss']:.4f} / {_percent(scores['accuracy'])}"])
+            rows.append(
+                [f"{split} loss / accuracy at the end", f"{scores['loss']:.4f} / {_percent(scores['accuracy'])}"]
+            )
     figures = [
         (run.history_figure_path, "Accuracy, loss and learning rate per epoch, train against validation."),
         (run.augmentation_figure_path, "What augmentation does to a few training photos."),
@@ -228,14 +232,30 @@ def _metrics_section(evaluated):
 def _per_class_table(evaluated, decided):
     areas = evaluated.get("per_class", {})
     rows = [
-        [name, _number(scores["precision"]), _number(scores["recall"]), _number(scores["f1"]), scores["support"],
-         _number(areas.get(name, {}).get("roc_auc")), _number(areas.get(name, {}).get("pr_auc"))]
+        [
+            name,
+            _number(scores["precision"]),
+            _number(scores["recall"]),
+            _number(scores["f1"]),
+            scores["support"],
+            _number(areas.get(name, {}).get("roc_auc")),
+            _number(areas.get(name, {}).get("pr_auc")),
+        ]
         for name, scores in decided["per_class"].items()
     ]
     for average in ("macro", "weighted"):
         scores = decided[f"{average}_avg"]
-        rows.append([f"{average} average", _number(scores["precision"]), _number(scores["recall"]),
-                     _number(scores["f1"]), decided["num_examples"], "", ""])
+        rows.append(
+            [
+                f"{average} average",
+                _number(scores["precision"]),
+                _number(scores["recall"]),
+                _number(scores["f1"]),
+                decided["num_examples"],
+                "",
+                "",
+            ]
+        )
     headers = ["class", "precision", "recall", "F1", "support", "ROC-AUC (vs rest)", "PR-AUC (vs rest)"]
     return _table(headers, rows)
 
@@ -245,21 +265,29 @@ def _threshold_row(rule, entry):
     threshold = "—" if entry["threshold"] is None else f"{entry['threshold']:.3f}"
     averages = entry["macro_avg"]
     return [
-        rule, threshold, _percent(entry["accuracy"]), f"{_percent(interval['low'])} – {_percent(interval['high'])}",
-        _number(averages["precision"]), _number(averages["recall"]), _number(averages["f1"]),
+        rule,
+        threshold,
+        _percent(entry["accuracy"]),
+        f"{_percent(interval['low'])} – {_percent(interval['high'])}",
+        _number(averages["precision"]),
+        _number(averages["recall"]),
+        _number(averages["f1"]),
     ]
 
 
 def _diagnostics_section(run, evaluated):
     if not evaluated:
         return _not_evaluated()
-    return _figures_html(run, [
-        ("confusion_matrix", "Counts and row rates: each row is one true class."),
-        ("roc", "ROC curve; markers show the configured threshold and those chosen on validation."),
-        ("precision_recall", "Precision against recall; the dotted line is what guessing achieves."),
-        ("calibration", "When the model says 80%, is it right 80% of the time? Points on the diagonal mean yes."),
-        ("probability_histogram", "How the predicted probabilities spread for each true class."),
-    ])
+    return _figures_html(
+        run,
+        [
+            ("confusion_matrix", "Counts and row rates: each row is one true class."),
+            ("roc", "ROC curve; markers show the configured threshold and those chosen on validation."),
+            ("precision_recall", "Precision against recall; the dotted line is what guessing achieves."),
+            ("calibration", "When the model says 80%, is it right 80% of the time? Points on the diagonal mean yes."),
+            ("probability_histogram", "How the predicted probabilities spread for each true class."),
+        ],
+    )
 
 
 def _mistakes_section(run):

@@ -55,7 +55,15 @@ def confusion_matrix_figure(confusion, *, title="Confusion matrix"):
         for column in range(len(names)):
             # White text on the dark cells, black on the light ones, so every number reads.
             color = "white" if rates[row, column] > 0.6 else "black"
-            axes.text(column, row, f"{counts[row, column]}\n{rates[row, column]:.1%}", ha="center", va="center", color=color, fontsize=11)
+            axes.text(
+                column,
+                row,
+                f"{counts[row, column]}\n{rates[row, column]:.1%}",
+                ha="center",
+                va="center",
+                color=color,
+                fontsize=11,
+            )
     axes.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0)
     axes.set_yticks(range(len(names)), names)
     axes.set_xlabel("predicted class")
@@ -95,7 +103,14 @@ def precision_recall_figure(points):
     figure = new_figure(5.6, 5.0)
     axes = figure.subplots()
     for (name, curve), color in zip(points.items(), CLASS_COLORS):
-        axes.step(curve["recall"], curve["precision"], where="post", color=color, linewidth=2, label=f"{name} (AP {curve['pr_auc']:.3f})")
+        axes.step(
+            curve["recall"],
+            curve["precision"],
+            where="post",
+            color=color,
+            linewidth=2,
+            label=f"{name} (AP {curve['pr_auc']:.3f})",
+        )
         axes.axhline(curve["prevalence"], color=color, linestyle=":", linewidth=1)
     axes.set_xlim(-0.01, 1.01)
     axes.set_ylim(0.0, 1.02)
@@ -158,7 +173,7 @@ def probability_histogram_figure(probabilities, labels, class_names, *, threshol
         axes.hist(probabilities[labels != index, index], bins=bins, alpha=0.6, color="tab:grey", label="other classes")
         axes.set_title(f"P({name})")
         axes.legend(fontsize=8)
-    for axes in list(grid.flat)[len(class_names):]:
+    for axes in list(grid.flat)[len(class_names) :]:
         axes.set_visible(False)
     figure.suptitle("Predicted probability of each class, members vs the rest")
     return figure
@@ -191,7 +206,7 @@ def misclassified_gallery_figure(examples, *, columns=4, title="Most confident m
         )
         axes.set_xticks([])
         axes.set_yticks([])
-    for axes in list(grid.flat)[len(examples):]:
+    for axes in list(grid.flat)[len(examples) :]:
         axes.set_visible(False)
     figure.suptitle(title)
     return figure
@@ -256,7 +271,7 @@ def feature_map_figure(activations, *, layer, max_channels=32, columns=8):
     for axes in grid.flat:
         axes.set_xticks([])
         axes.set_yticks([])
-    for axes in list(grid.flat)[len(channels):]:
+    for axes in list(grid.flat)[len(channels) :]:
         axes.set_visible(False)
     height, width, count = activations.shape
     figure.suptitle(f"{layer}: {len(channels)} strongest of {count} channels ({height}x{width})", fontsize=10)
@@ -288,4 +303,4 @@ def validation_curves_figure(histories):
 
 
 def _shorten(text, width):
-    return text if len(text) <= width else "…" + text[-(width - 1):]
+    return text if len(text) <= width else "…" + text[-(width - 1) :]

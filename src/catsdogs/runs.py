@@ -243,7 +243,11 @@ class RunDir:
             same_config = _normalise(self.read_config()) == _normalise(config)
         except (OSError, ValueError):
             return False
-        return info.get("status") != STATUS_FINISHED and same_config and info.get("data_dir") == str(Path(data_dir).resolve())
+        return (
+            info.get("status") != STATUS_FINISHED
+            and same_config
+            and info.get("data_dir") == str(Path(data_dir).resolve())
+        )
 
     def is_busy(self):
         """Whether another live process on this machine is training in this folder now."""
@@ -317,7 +321,10 @@ class RunDir:
         with open(self.history_path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
         columns = rows[0].keys() if rows else []
-        return {column: [float(row[column]) if row[column] not in ("", None) else float("nan") for row in rows] for column in columns}
+        return {
+            column: [float(row[column]) if row[column] not in ("", None) else float("nan") for row in rows]
+            for column in columns
+        }
 
     def truncate_history(self, epochs):
         """Keep only the first `epochs` rows of history.csv: the epochs a resumed run will not redo."""
@@ -398,4 +405,3 @@ def check_run_name(run_name):
             f"A run name must be a plain folder name without slashes, e.g. seed-baseline. Received: name={run_name}"
         )
     return name
-

@@ -74,11 +74,20 @@ def train(config, data_dir, *, runs_dir="runs", run_name=None, resume=True, extr
     image_size = tuple(config.data.image_size)
     augment = augment_arguments(**dataclasses.asdict(config.augment))
     datasets, class_names, counts = _load_splits(
-        data_dir, image_size=image_size, batch_size=config.train.batch_size, seed=config.train.seed,
-        augment=augment, cache=config.data.cache,
+        data_dir,
+        image_size=image_size,
+        batch_size=config.train.batch_size,
+        seed=config.train.seed,
+        augment=augment,
+        cache=config.data.cache,
     )
     run_dir, resumed = _select_run_dir(
-        runs_dir, run_name=run_name, config_dict=config_dict, data_dir=data_dir, model_name=config.model.name, resume=resume
+        runs_dir,
+        run_name=run_name,
+        config_dict=config_dict,
+        data_dir=data_dir,
+        model_name=config.model.name,
+        resume=resume,
     )
     if not resumed:
         run_dir.write_config(config_dict)
@@ -89,11 +98,15 @@ def train(config, data_dir, *, runs_dir="runs", run_name=None, resume=True, extr
             f"(--fresh) or restore the data. Received: run_classes={run_dir.read_labels()}, data_classes={class_names}"
         )
     info = run_dir.claim(data_dir=data_dir, model_name=config.model.name)
-    run_dir.update_run_info(versions={"catsdogs": __version__, "keras": keras.__version__, "tensorflow": tf.__version__})
+    run_dir.update_run_info(
+        versions={"catsdogs": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
+    )
     with _log_to(run_dir.log_path):
         logger.info("Run folder %s (attempt %d), data %s, images %s", run_dir.path, info["attempts"], data_dir, counts)
         if augment and not run_dir.augmentation_figure_path.is_file():
-            _write_augmentation_figure(run_dir, data_dir / "train", image_size=image_size, augment=augment, seed=config.train.seed)
+            _write_augmentation_figure(
+                run_dir, data_dir / "train", image_size=image_size, augment=augment, seed=config.train.seed
+            )
         with dtype_policy(config.train.precision):
             model = build_model(
                 config.model.name,
@@ -106,11 +119,23 @@ def train(config, data_dir, *, runs_dir="runs", run_name=None, resume=True, extr
             # A nested pretrained backbone: head on cached features, then optional fine-tuning.
             if info.get("status") != STATUS_FITTED:
                 fit_transfer(
-                    model, run_dir, datasets, config, data_dir=data_dir, augment=augment, num_classes=len(class_names),
-                    extra_callbacks=extra_callbacks, verbose=verbose,
+                    model,
+                    run_dir,
+                    datasets,
+                    config,
+                    data_dir=data_dir,
+                    augment=augment,
+                    num_classes=len(class_names),
+                    extra_callbacks=extra_callbacks,
+                    verbose=verbose,
                 )
         else:
-            _compile(model, config.train, num_classes=len(class_names), steps_per_epoch=math.ceil(counts["train"] / config.train.batch_size))
+            _compile(
+                model,
+                config.train,
+                num_classes=len(class_names),
+                steps_per_epoch=math.ceil(counts["train"] / config.train.batch_size),
+            )
             if info.get("status") != STATUS_FITTED:
                 _fit(model, run_dir, datasets, config.train, extra_callbacks=extra_callbacks, verbose=verbose)
         _finish(run_dir, model, datasets, counts, config.train, num_classes=len(class_names))
@@ -125,7 +150,8 @@ def _check_settings(train_config, *, model_name):
         # Cached features come from a float32 ONNX export of the backbone; mixing formats is untested.
         raise CatsdogsError(
             "Mixed precision is for models trained from scratch; pretrained (transfer) models train in float32. "
-            f"Use --set train.precision=float32. Received: train.precision={train_config.precision}, model.name={model_name}"
+            f"Use --set train.precision=float32. Received: train.precision={train_config.precision}, "
+            f"model.name={model_name}"
         )
 
     if train_config.tensorboard and importlib.util.find_spec("tensorboard") is None:
@@ -179,8 +205,13 @@ def _load_splits(data_dir, *, image_size, batch_size, seed, augment, cache):
                 f"Received: train={class_names}, {split}={split_classes}"
             )
         datasets[split], class_names = make_dataset(
-            split_dir, image_size=image_size, batch_size=batch_size, shuffle=split == "train", seed=seed,
-            augment=augment if split == "train" else None, cache=cache,
+            split_dir,
+            image_size=image_size,
+            batch_size=batch_size,
+            shuffle=split == "train",
+            seed=seed,
+            augment=augment if split == "train" else None,
+            cache=cache,
         )
         counts[split] = len(paths)
     return datasets, class_names, counts
@@ -244,7 +275,9 @@ def _fit(model, run_dir, datasets, train_config, *, extra_callbacks, verbose):
             monitor_values=run_dir.read_history().get("val_loss", [])[:resume_epoch],
             best_weights=checkpoint_model.get_weights() if checkpoint_model is not None else None,
         )
-        logger.info("Resuming from epoch %d of %d (the backup's last complete epoch)", resume_epoch + 1, train_config.epochs)
+        logger.info(
+            "Resuming from epoch %d of %d (the backup's last complete epoch)", resume_epoch + 1, train_config.epochs
+        )
     else:
         run_dir.truncate_history(0)
     callbacks, named = build_callbacks(
@@ -262,14 +295,20 @@ def _fit(model, run_dir, datasets, train_config, *, extra_callbacks, verbose):
     )
     started = time.monotonic()
     history = model.fit(
-        datasets["train"], validation_data=datasets["validation"], epochs=train_config.epochs,
+        datasets["train"],
+        validation_data=datasets["validation"],
+        epochs=train_config.epochs,
         # The pipeline shuffles itself (seeded); Keras's own shuffle does not apply to a tf.data.Dataset.
-        callbacks=callbacks, verbose=verbose, shuffle=False,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,
     )
     losses = history.history.get("loss", [])
     if any(not math.isfinite(value) for value in losses):
         stop_reason = "nan"
-        logger.warning("The loss became NaN or infinite; training stopped (TerminateOnNaN). Keeping the best model so far.")
+        logger.warning(
+            "The loss became NaN or infinite; training stopped (TerminateOnNaN). Keeping the best model so far."
+        )
     elif "early_stopping" in named and named["early_stopping"].stopped_epoch > 0:
         stop_reason = "early_stopping"
     else:
@@ -292,7 +331,9 @@ def _finish(run_dir, model, datasets, counts, train_config, *, num_classes):
             f"(train.learning_rate) or switch on train.checkpoint. Received: learning_rate={train_config.learning_rate}"
         )
     run_dir.save_model(final_model)
-    final_model.compile(loss="binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy", metrics=["accuracy"])
+    final_model.compile(
+        loss="binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     history = run_dir.read_history()
     _warn_if_stuck_at_chance(history, num_classes=num_classes)
     info = run_dir.read_run_info()
@@ -329,7 +370,9 @@ def _warn_if_stuck_at_chance(history, *, num_classes, epochs=3, tolerance=0.002)
             "seed notes' run did. Usually the learning rate is too high for this model (dead ReLU units) or pixels "
             "are scaled twice; see docs/benchmarks.md, 'Seed-run diagnosis'. Try --set train.learning_rate=0.0001 "
             "or --model seed_cnn_bn.",
-            num_classes, chance, epochs,
+            num_classes,
+            chance,
+            epochs,
         )
 
 
@@ -353,7 +396,9 @@ def _write_augmentation_figure(run_dir, train_dir, *, image_size, augment, seed,
     originals = tf.stack([decode_and_resize(tf.io.read_file(path), image_size) for path, _ in picks])
     batch = tf.cast(originals, tf.float32)
     # The pipeline's own augmentation, so the figure shows exactly what training sees.
-    augmented = tf.stack([augment_batch(batch, tf.constant([seed, version], tf.int64), **augment) for version in range(versions)], axis=1)
+    augmented = tf.stack(
+        [augment_batch(batch, tf.constant([seed, version], tf.int64), **augment) for version in range(versions)], axis=1
+    )
     figure = augmentation_figure(originals.numpy(), augmented.numpy(), row_titles=[name for _, name in picks])
     run_dir.write_figure(AUGMENTATION_FIGURE, figure_png_bytes(figure))
 

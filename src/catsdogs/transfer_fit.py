@@ -21,8 +21,8 @@ import keras
 
 from catsdogs.callbacks import MONITOR, LogLearningRate, build_callbacks
 from catsdogs.data.dataset import list_images
-from catsdogs.optimizers import build_learning_rate, build_optimizer
 from catsdogs.models.transfer import freeze_backbone
+from catsdogs.optimizers import build_learning_rate, build_optimizer
 from catsdogs.runs import STATUS_FITTED
 from catsdogs.transfer_training import (
     cut_tensor,
@@ -44,11 +44,15 @@ def _loss(num_classes):
 
 
 def _fit(model, train_data, validation_data, *, epochs, callbacks, verbose):
-    history = model.fit(train_data, validation_data=validation_data, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    history = model.fit(
+        train_data, validation_data=validation_data, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False
+    )
     return history.history
 
 
-def fit_transfer(model, run_dir, datasets, config, *, data_dir, augment, num_classes, extra_callbacks=(), verbose="auto"):
+def fit_transfer(
+    model, run_dir, datasets, config, *, data_dir, augment, num_classes, extra_callbacks=(), verbose="auto"
+):
     """Fit a transfer model in two phases and commit the full model as the run's best checkpoint.
 
     Args:
@@ -78,45 +82,89 @@ def fit_transfer(model, run_dir, datasets, config, *, data_dir, augment, num_cla
     train_steps = math.ceil(len(list_images(Path(data_dir) / "train")[0]) / train_config.batch_size)
     if not use_features:
         logger.info(
-            "The frozen backbone runs on every batch of every epoch (augmentation is on, or train.feature_cache is off); "
+            "The frozen backbone runs on every batch of every epoch (augmentation is on, or train.feature_cache is "
+            "off); "
             "--set augment.enabled=false trains the head on cached features in seconds instead"
         )
     features = None
     if use_features:
         extraction_started = time.monotonic()
         features = load_split_features(
-            model, data_dir, splits=("train", "validation"), image_size=image_size, cut=cut, cut_block=cut_block,
-            flip_train=train_config.feature_flip, cache=open_feature_cache(data_dir, run_dir.path),
-            engine=train_config.feature_engine, batch_size=32,
+            model,
+            data_dir,
+            splits=("train", "validation"),
+            image_size=image_size,
+            cut=cut,
+            cut_block=cut_block,
+            flip_train=train_config.feature_flip,
+            cache=open_feature_cache(data_dir, run_dir.path),
+            engine=train_config.feature_engine,
+            batch_size=32,
         )
         summary["feature_seconds"] = round(time.monotonic() - extraction_started, 2)
-        logger.info("Features ready in %.1f s: %d train rows, %d validation rows", summary["feature_seconds"],
-                    len(features["train"].labels), len(features["validation"].labels))
+        logger.info(
+            "Features ready in %.1f s: %d train rows, %d validation rows",
+            summary["feature_seconds"],
+            len(features["train"].labels),
+            len(features["validation"].labels),
+        )
 
-    best, stop_reason = _fit_head(model, run_dir, datasets, features, train_config, num_classes=num_classes,
-                                  train_steps=train_steps, extra_callbacks=extra_callbacks, verbose=verbose)
+    best, stop_reason = _fit_head(
+        model,
+        run_dir,
+        datasets,
+        features,
+        train_config,
+        num_classes=num_classes,
+        train_steps=train_steps,
+        extra_callbacks=extra_callbacks,
+        verbose=verbose,
+    )
     summary["head_epochs"] = len(run_dir.read_history().get("loss", []))
     if blocks:
         head_only_weights = model.get_weights()
         run_dir.remove_training_state()
-        tuned = _fine_tune(model, datasets, features, cut, train_config, run_dir=run_dir, num_classes=num_classes,
-                           train_steps=train_steps, extra_callbacks=extra_callbacks, verbose=verbose)
+        tuned = _fine_tune(
+            model,
+            datasets,
+            features,
+            cut,
+            train_config,
+            run_dir=run_dir,
+            num_classes=num_classes,
+            train_steps=train_steps,
+            extra_callbacks=extra_callbacks,
+            verbose=verbose,
+        )
         # Validation decides, as it does between epochs: fine-tuning that never beats the head alone is undone.
         kept = not (math.isfinite(best) and not tuned < best)
         if kept:
             best = tuned
         else:
             model.set_weights(head_only_weights)
-            logger.info("Fine-tuning did not lower the validation loss (%.4f, head alone %.4f); keeping the head alone", tuned, best)
-        summary.update(fine_tune_blocks=blocks, fine_tune_on_cached_activations=cut is not None, cut_block=cut_block, fine_tune_kept=kept)
+            logger.info(
+                "Fine-tuning did not lower the validation loss (%.4f, head alone %.4f); keeping the head alone",
+                tuned,
+                best,
+            )
+        summary.update(
+            fine_tune_blocks=blocks,
+            fine_tune_on_cached_activations=cut is not None,
+            cut_block=cut_block,
+            fine_tune_kept=kept,
+        )
     # Saved frozen, so a loaded model is ready for inference and for another head training alike.
     freeze_backbone(model)
     if train_config.checkpoint:
         _commit_full_model(model, run_dir, monitor_value=best)
     summary["fit_seconds"] = round(time.monotonic() - started, 2)
     history_length = len(run_dir.read_history().get("loss", []))
-    run_dir.update_run_info(status=STATUS_FITTED, stop_reason=stop_reason, fit_seconds=summary["fit_seconds"], transfer=summary)
-    logger.info("Transfer training done in %.1f s (%d epochs in history): %s", summary["fit_seconds"], history_length, summary)
+    run_dir.update_run_info(
+        status=STATUS_FITTED, stop_reason=stop_reason, fit_seconds=summary["fit_seconds"], transfer=summary
+    )
+    logger.info(
+        "Transfer training done in %.1f s (%d epochs in history): %s", summary["fit_seconds"], history_length, summary
+    )
     return summary
 
 
@@ -124,27 +172,51 @@ def _fit_head(model, run_dir, datasets, features, train_config, *, num_classes, 
     """Phase 1: train the head with the run folder's callbacks; return (best validation loss, stop reason)."""
     if features is not None:
         fit_model = head_training_model(model)
-        train_data = features_dataset(features["train"].pooled, features["train"].labels, batch_size=train_config.batch_size,
-                                      num_classes=num_classes, shuffle=True, seed=train_config.seed)
-        validation_data = features_dataset(features["validation"].pooled, features["validation"].labels,
-                                           batch_size=train_config.batch_size, num_classes=num_classes)
+        train_data = features_dataset(
+            features["train"].pooled,
+            features["train"].labels,
+            batch_size=train_config.batch_size,
+            num_classes=num_classes,
+            shuffle=True,
+            seed=train_config.seed,
+        )
+        validation_data = features_dataset(
+            features["validation"].pooled,
+            features["validation"].labels,
+            batch_size=train_config.batch_size,
+            num_classes=num_classes,
+        )
         steps_per_epoch = math.ceil(len(features["train"].labels) / train_config.batch_size)
     else:
         fit_model, train_data, validation_data = model, datasets["train"], datasets["validation"]
         steps_per_epoch = train_steps
-    learning_rate = build_learning_rate(schedule=train_config.schedule, learning_rate=train_config.learning_rate,
-                                        total_steps=train_config.epochs * steps_per_epoch)
-    optimizer = build_optimizer(train_config.optimizer, learning_rate=learning_rate, weight_decay=train_config.weight_decay,
-                                momentum=train_config.momentum)
+    learning_rate = build_learning_rate(
+        schedule=train_config.schedule,
+        learning_rate=train_config.learning_rate,
+        total_steps=train_config.epochs * steps_per_epoch,
+    )
+    optimizer = build_optimizer(
+        train_config.optimizer,
+        learning_rate=learning_rate,
+        weight_decay=train_config.weight_decay,
+        momentum=train_config.momentum,
+    )
     fit_model.compile(optimizer=optimizer, loss=_loss(num_classes), metrics=["accuracy"])
     callbacks, named = build_callbacks(
-        run_dir, checkpoint=train_config.checkpoint, early_stopping=train_config.early_stopping,
-        early_stopping_patience=train_config.early_stopping_patience, reduce_lr=train_config.reduce_lr,
-        reduce_lr_factor=train_config.reduce_lr_factor, reduce_lr_patience=train_config.reduce_lr_patience,
-        min_learning_rate=train_config.min_learning_rate, tensorboard=train_config.tensorboard,
+        run_dir,
+        checkpoint=train_config.checkpoint,
+        early_stopping=train_config.early_stopping,
+        early_stopping_patience=train_config.early_stopping_patience,
+        reduce_lr=train_config.reduce_lr,
+        reduce_lr_factor=train_config.reduce_lr_factor,
+        reduce_lr_patience=train_config.reduce_lr_patience,
+        min_learning_rate=train_config.min_learning_rate,
+        tensorboard=train_config.tensorboard,
         extra_callbacks=extra_callbacks,
     )
-    history = _fit(fit_model, train_data, validation_data, epochs=train_config.epochs, callbacks=callbacks, verbose=verbose)
+    history = _fit(
+        fit_model, train_data, validation_data, epochs=train_config.epochs, callbacks=callbacks, verbose=verbose
+    )
     checkpoint = run_dir.load_checkpoint() if train_config.checkpoint else None
     if checkpoint is not None:
         fit_model.set_weights(checkpoint.get_weights())
@@ -161,34 +233,61 @@ def _fit_head(model, run_dir, datasets, features, train_config, *, num_classes, 
     return (min(finite) if finite else float("nan")), stop_reason
 
 
-def _fine_tune(model, datasets, features, cut, train_config, *, run_dir, num_classes, train_steps, extra_callbacks, verbose):
+def _fine_tune(
+    model, datasets, features, cut, train_config, *, run_dir, num_classes, train_steps, extra_callbacks, verbose
+):
     """Phase 2: unfreeze the top blocks and train at a low learning rate; return the best validation loss."""
     fit_model, finish = fine_tuning_model(model, train_config.fine_tune_blocks, cut)
     if cut is not None:
         batch_size = train_config.batch_size
-        train_data = features_dataset(features["train"].cut, features["train"].labels, batch_size=batch_size,
-                                      num_classes=num_classes, shuffle=True, seed=train_config.seed + 1)
-        validation_data = features_dataset(features["validation"].cut, features["validation"].labels,
-                                           batch_size=batch_size, num_classes=num_classes)
+        train_data = features_dataset(
+            features["train"].cut,
+            features["train"].labels,
+            batch_size=batch_size,
+            num_classes=num_classes,
+            shuffle=True,
+            seed=train_config.seed + 1,
+        )
+        validation_data = features_dataset(
+            features["validation"].cut, features["validation"].labels, batch_size=batch_size, num_classes=num_classes
+        )
         steps_per_epoch = math.ceil(len(features["train"].labels) / batch_size)
     else:
         train_data, validation_data = datasets["train"], datasets["validation"]
         steps_per_epoch = train_steps
     optimizer = fine_tuning_optimizer(
-        train_config.optimizer, learning_rate=train_config.fine_tune_learning_rate,
-        total_steps=train_config.fine_tune_epochs * steps_per_epoch, weight_decay=train_config.weight_decay,
+        train_config.optimizer,
+        learning_rate=train_config.fine_tune_learning_rate,
+        total_steps=train_config.fine_tune_epochs * steps_per_epoch,
+        weight_decay=train_config.weight_decay,
         momentum=train_config.momentum,
     )
     fit_model.compile(optimizer=optimizer, loss=_loss(num_classes), metrics=["accuracy"])
-    logger.info("Fine-tuning the top %d blocks for %d epochs (%s)", train_config.fine_tune_blocks, train_config.fine_tune_epochs,
-                "on cached activations" if cut is not None else "end to end")
+    logger.info(
+        "Fine-tuning the top %d blocks for %d epochs (%s)",
+        train_config.fine_tune_blocks,
+        train_config.fine_tune_epochs,
+        "on cached activations" if cut is not None else "end to end",
+    )
     # The schedule owns the learning rate, so no ReduceLROnPlateau; the best epoch's weights are kept.
-    keep_best = keras.callbacks.EarlyStopping(monitor=MONITOR, patience=train_config.fine_tune_epochs, restore_best_weights=True)
+    keep_best = keras.callbacks.EarlyStopping(
+        monitor=MONITOR, patience=train_config.fine_tune_epochs, restore_best_weights=True
+    )
     callbacks = [
-        LogLearningRate(), keras.callbacks.TerminateOnNaN(), *extra_callbacks, keep_best,
+        LogLearningRate(),
+        keras.callbacks.TerminateOnNaN(),
+        *extra_callbacks,
+        keep_best,
         keras.callbacks.CSVLogger(str(run_dir.history_path), append=True),
     ]
-    history = _fit(fit_model, train_data, validation_data, epochs=train_config.fine_tune_epochs, callbacks=callbacks, verbose=verbose)
+    history = _fit(
+        fit_model,
+        train_data,
+        validation_data,
+        epochs=train_config.fine_tune_epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
     finish()
     losses = [value for value in history.get(MONITOR, []) if math.isfinite(value)]
     return min(losses) if losses else float("nan")

@@ -126,7 +126,19 @@ class SplitFeatures:
     cut: numpy.ndarray | None = None
 
 
-def load_split_features(model, data_dir, *, splits, image_size, cut=None, cut_block=None, flip_train=False, cache=None, engine="auto", batch_size=32):
+def load_split_features(
+    model,
+    data_dir,
+    *,
+    splits,
+    image_size,
+    cut=None,
+    cut_block=None,
+    flip_train=False,
+    cache=None,
+    engine="auto",
+    batch_size=32,
+):
     """Extract (or read from the cache) the features of each split.
 
     Args:
@@ -153,7 +165,16 @@ def load_split_features(model, data_dir, *, splits, image_size, cut=None, cut_bl
         paths, labels, _ = list_images(Path(data_dir) / split)
         passes = [False, True] if (flip_train and split == "train") else [False]
         parts = [
-            cached_features(extractor, cache, paths=paths, labels=labels, root=data_dir, flip=flip, batch_size=batch_size, output_dtypes=dtypes)[0]
+            cached_features(
+                extractor,
+                cache,
+                paths=paths,
+                labels=labels,
+                root=data_dir,
+                flip=flip,
+                batch_size=batch_size,
+                output_dtypes=dtypes,
+            )[0]
             for flip in passes
         ]
         result[split] = SplitFeatures(
@@ -212,7 +233,9 @@ def fine_tuning_optimizer(name, *, learning_rate, total_steps, weight_decay=0.0,
     """Return phase 2's optimizer: cosine decay from `learning_rate` to zero over `total_steps`."""
     from catsdogs.optimizers import build_optimizer
 
-    schedule = keras.optimizers.schedules.CosineDecay(initial_learning_rate=learning_rate, decay_steps=max(1, total_steps))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=learning_rate, decay_steps=max(1, total_steps)
+    )
     return build_optimizer(name, learning_rate=schedule, weight_decay=weight_decay, momentum=momentum)
 
 

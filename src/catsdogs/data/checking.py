@@ -222,6 +222,4 @@ def _check_one(index, member):
         kept = clean.data
     if _delay:
         time.sleep(_delay)
-    return CheckResult(
-        index, sha256, "ok", "", clean.extension, stored_sha256, len(clean.data), clean.note, kept
-    )
+    return CheckResult(index, sha256, "ok", "", clean.extension, stored_sha256, len(clean.data), clean.note, kept)

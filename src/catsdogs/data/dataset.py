@@ -35,7 +35,9 @@ def list_images(split_dir):
             f"The split folder does not exist. Expected a folder made by `catsdogs prepare`, holding one "
             f"folder per class. Received: split_dir={split_dir}"
         )
-    class_names = sorted(entry.name for entry in split_dir.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    class_names = sorted(
+        entry.name for entry in split_dir.iterdir() if entry.is_dir() and not entry.name.startswith(".")
+    )
     if len(class_names) < 2:
         raise CatsdogsError(
             f"A split needs at least two class folders. Run `catsdogs prepare` first, or check the path. "
@@ -78,7 +80,9 @@ def decode_and_resize(image_bytes, image_size):
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
-def make_dataset(split_dir, *, image_size, batch_size, shuffle=False, seed=0, augment=None, cache=False, num_classes=None):
+def make_dataset(
+    split_dir, *, image_size, batch_size, shuffle=False, seed=0, augment=None, cache=False, num_classes=None
+):
     """Build the batched tf.data pipeline for one split.
 
     Args:
@@ -131,4 +135,6 @@ def augment_arguments(enabled, flip, rotation, zoom, translation, contrast, brig
     """Return the `augment` argument for `make_dataset` from the [augment] settings, or None if off."""
     if not enabled:
         return None
-    return dict(flip=flip, rotation=rotation, zoom=zoom, translation=translation, contrast=contrast, brightness=brightness)
+    return dict(
+        flip=flip, rotation=rotation, zoom=zoom, translation=translation, contrast=contrast, brightness=brightness
+    )

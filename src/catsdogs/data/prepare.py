@@ -41,8 +41,22 @@ SPLIT_MODES = ("numbers", "fraction", "all")
 
 
 def prepare_dataset(
-    source, out, *, class_names, split, train_per_class, validation_per_class, test_per_class,
-    validation_fraction, test_fraction, seed, max_pixels, min_side, overwrite=False, progress=True, workers=None,
+    source,
+    out,
+    *,
+    class_names,
+    split,
+    train_per_class,
+    validation_per_class,
+    test_per_class,
+    validation_fraction,
+    test_fraction,
+    seed,
+    max_pixels,
+    min_side,
+    overwrite=False,
+    progress=True,
+    workers=None,
 ):
     """Check every photo in SOURCE and write the train/validation/test split to DATA.
 
@@ -108,8 +122,12 @@ def prepare_dataset(
     wanted = sorted(by_number) if by_number is not None else [i for i, file in enumerate(listing.files) if file.label]
     results = check_files(job, [(i, listing.files[i].member) for i in wanted], workers=workers, progress=progress)
     try:
-        assignment = by_number if by_number is not None else split_by_fraction(
-            listing, results, class_names, split, counts, validation_fraction, test_fraction, seed
+        assignment = (
+            by_number
+            if by_number is not None
+            else split_by_fraction(
+                listing, results, class_names, split, counts, validation_fraction, test_fraction, seed
+            )
         )
         manifest, destinations = plan_split(listing, results, assignment, class_names, arguments)
     except CatsdogsError:
@@ -203,7 +221,7 @@ def _remove_strays(data_dir, destinations):
     # Only DATA's own split folders are cleaned: leftovers of an earlier split
     # (with --overwrite) and temporary files of a killed run.
     for split in SPLITS:
-        for folder, folder_names, file_names in os.walk(data_dir / split, topdown=False):
+        for folder, _folder_names, file_names in os.walk(data_dir / split, topdown=False):
             relative_folder = os.path.relpath(folder, data_dir).replace(os.sep, "/")
             for name in file_names:
                 if f"{relative_folder}/{name}" not in destinations:
@@ -257,8 +275,11 @@ def _refuse_other_split(data_dir, arguments, previous, marker, overwrite):
     earlier = record.get("arguments") if record is not None else None
     if isinstance(earlier, dict):
         what = "the partial output of an interrupted run" if marker is not None else "a split"
-        changed = [f"{key}: {earlier.get(key, 'unset')!r} -> {arguments.get(key, 'unset')!r}"
-                   for key in sorted(set(earlier) | set(arguments)) if earlier.get(key) != arguments.get(key)]
+        changed = [
+            f"{key}: {earlier.get(key, 'unset')!r} -> {arguments.get(key, 'unset')!r}"
+            for key in sorted(set(earlier) | set(arguments))
+            if earlier.get(key) != arguments.get(key)
+        ]
         what = f"{what} made with different arguments ({'; '.join(changed)})"
     else:
         what = "train/validation/test files that no readable catsdogs manifest describes"
@@ -279,8 +300,13 @@ def _is_up_to_date(data_dir, previous, arguments, listing):
         expected = {entry["destination"]: entry["bytes"] for entry in previous["files"] if entry["status"] == "ok"}
     except (KeyError, TypeError):
         return False  # a manifest from another version: redo the work rather than trust it
-    present = {path.relative_to(data_dir).as_posix() for split in SPLITS if (data_dir / split).is_dir()
-               for path in (data_dir / split).rglob("*") if path.is_file()}
+    present = {
+        path.relative_to(data_dir).as_posix()
+        for split in SPLITS
+        if (data_dir / split).is_dir()
+        for path in (data_dir / split).rglob("*")
+        if path.is_file()
+    }
     if present != set(expected):
         return False
     try:

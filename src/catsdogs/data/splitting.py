@@ -131,8 +131,11 @@ def plan_split(listing, results, assignment, class_names, arguments):
     final = {i: split for i, split in assignment.items() if i in results and results[i].status == "ok"}
     for class_name in class_names:
         if not any(listing.files[i].label == class_name for i in final):
-            examples = [f"{listing.files[i].relative}: {results[i].reason}" for i in assignment
-                        if i in results and listing.files[i].label == class_name][:3]
+            examples = [
+                f"{listing.files[i].relative}: {results[i].reason}"
+                for i in assignment
+                if i in results and listing.files[i].label == class_name
+            ][:3]
             raise CatsdogsError(
                 f"Class '{class_name}' has no usable image: every selected file was quarantined (e.g. "
                 f"{'; '.join(examples)}). Replace the bad files or remove the class from data.class_names. "
@@ -181,8 +184,17 @@ def plan_split(listing, results, assignment, class_names, arguments):
 
 
 def _entry(file, result, index, final, destination_of):
-    entry = {"source": file.relative, "destination": None, "label": file.label, "split": None, "sha256": None,
-             "status": "skipped", "reason": file.skip_reason, "note": "", "bytes": None}
+    entry = {
+        "source": file.relative,
+        "destination": None,
+        "label": file.label,
+        "split": None,
+        "sha256": None,
+        "status": "skipped",
+        "reason": file.skip_reason,
+        "note": "",
+        "bytes": None,
+    }
     if result is None:
         if file.label is not None:
             entry["reason"] = "not selected: beyond the requested numbers"
@@ -193,6 +205,12 @@ def _entry(file, result, index, final, destination_of):
     elif index not in final:
         entry["reason"] = "not drawn for the fraction split"
     else:
-        entry.update(status="ok", reason="", destination=destination_of[index], split=final[index],
-                     note=result.note, bytes=result.stored_size)
+        entry.update(
+            status="ok",
+            reason="",
+            destination=destination_of[index],
+            split=final[index],
+            note=result.note,
+            bytes=result.stored_size,
+        )
     return entry

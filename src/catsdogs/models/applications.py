@@ -97,8 +97,14 @@ def _register_application(name, constructor, preprocessing, *, last_conv_layer, 
 
     def builder(*, input_shape, num_classes, dropout_rate=0.5, weights=None):
         return _build(
-            name, constructor, preprocessing(), minimum_side=minimum_side,
-            input_shape=input_shape, num_classes=num_classes, dropout_rate=dropout_rate, weights=weights,
+            name,
+            constructor,
+            preprocessing(),
+            minimum_side=minimum_side,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            dropout_rate=dropout_rate,
+            weights=weights,
         )
 
     builder.__name__ = f"build_{name}"
@@ -111,15 +117,25 @@ def _register_application(name, constructor, preprocessing, *, last_conv_layer, 
 
 
 _register_application(
-    "vgg16", keras.applications.VGG16, caffe_mode_preprocessing,
-    last_conv_layer="backbone/block5_conv3", note=", the seed's transfer example",
+    "vgg16",
+    keras.applications.VGG16,
+    caffe_mode_preprocessing,
+    last_conv_layer="backbone/block5_conv3",
+    note=", the seed's transfer example",
 )
-_register_application("resnet50", keras.applications.ResNet50, caffe_mode_preprocessing, last_conv_layer="backbone/conv5_block3_out")
-_register_application("mobilenet_v2", keras.applications.MobileNetV2, tf_mode_preprocessing, last_conv_layer="backbone/out_relu")
+_register_application(
+    "resnet50", keras.applications.ResNet50, caffe_mode_preprocessing, last_conv_layer="backbone/conv5_block3_out"
+)
+_register_application(
+    "mobilenet_v2", keras.applications.MobileNetV2, tf_mode_preprocessing, last_conv_layer="backbone/out_relu"
+)
 # ImageNet weights expect 299x299; Keras refuses fewer than 71 pixels a side.
 _register_application(
-    "xception", keras.applications.Xception, tf_mode_preprocessing,
-    last_conv_layer="backbone/block14_sepconv2_act", minimum_side=71,
+    "xception",
+    keras.applications.Xception,
+    tf_mode_preprocessing,
+    last_conv_layer="backbone/block14_sepconv2_act",
+    minimum_side=71,
 )
 
 
@@ -145,7 +161,9 @@ def build_efficientnet_b0(*, input_shape, num_classes, dropout_rate=0.2, weights
     backbone_shape = _backbone_input_shape(input_shape, 32)
     network = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=backbone_shape)
     if weights == WEIGHTS_IMAGENET:
-        pretrained = keras.applications.EfficientNetB0(include_top=False, weights=WEIGHTS_IMAGENET, input_shape=backbone_shape)
+        pretrained = keras.applications.EfficientNetB0(
+            include_top=False, weights=WEIGHTS_IMAGENET, input_shape=backbone_shape
+        )
         _copy_weights_in_order(pretrained, network)
     normalization = next(layer for layer in network.layers if isinstance(layer, layers.Normalization))
     # Normalization divides by sqrt(variance): the variance is the squared standard deviation.

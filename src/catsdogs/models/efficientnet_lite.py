@@ -148,9 +148,9 @@ def apply_mbconv_block(x, name, kernel_size, stride, expand_ratio, input_channel
     x = layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM, name=f"{name}_bn")(x)
     x = layers.ReLU(max_value=6.0, name=f"{name}_activation")(x)
     x = layers.Conv2D(output_channels, 1, padding="same", use_bias=False, name=f"{name}_project_conv")(x)
-    x = layers.BatchNormalization(
-        epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM, name=f"{name}_project_bn"
-    )(x)
+    x = layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM, name=f"{name}_project_bn")(
+        x
+    )
     # The reference adds the shortcut only where shapes agree; it has no
     # activation after the addition (a linear bottleneck).
     if stride == 1 and input_channels == output_channels:
@@ -274,7 +274,13 @@ def unfreeze_top_blocks(model, number_of_blocks, train_batch_norm=False):
 
 def _torch_to_keras_names():
     """Map each lukemelas parameter prefix to the Keras layer holding it."""
-    names = {"_conv_stem": "stem_conv", "_bn0": "stem_bn", "_conv_head": "top_conv", "_bn1": "top_bn", "_fc": "predictions"}
+    names = {
+        "_conv_stem": "stem_conv",
+        "_bn0": "stem_bn",
+        "_conv_head": "top_conv",
+        "_bn1": "top_bn",
+        "_fc": "predictions",
+    }
     for spec in _block_specs():
         torch_prefix = f"_blocks.{spec['torch_index']}"
         block = spec["name"]
@@ -427,7 +433,8 @@ def _load_cached_weights(model, cache_file):
         model.load_weights(cache_file)
     except Exception as error:  # A damaged cache must not block the user; it is rebuilt.
         warnings.warn(
-            f"Rebuilding the EfficientNet-Lite0 weight cache {cache_file}: it could not be read ({error})."
+            f"Rebuilding the EfficientNet-Lite0 weight cache {cache_file}: it could not be read ({error}).",
+            stacklevel=2,
         )
         return False
     return True
@@ -480,7 +487,8 @@ def pretrained_efficientnet_lite0(include_top=True, input_shape=(224, 224, 3), c
             # The model is complete; an unwritable cache only costs a conversion next time.
             warnings.warn(
                 f"Could not cache the converted EfficientNet-Lite0 weights in {cache_file} ({error}); "
-                f"set {CACHE_DIR_ENVIRONMENT_VARIABLE} to a writable folder to convert only once."
+                f"set {CACHE_DIR_ENVIRONMENT_VARIABLE} to a writable folder to convert only once.",
+                stacklevel=2,
             )
     if include_top:
         return full_model

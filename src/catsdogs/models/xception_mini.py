@@ -36,7 +36,9 @@ def apply_residual_block(x, *, filters, block):
         # Bias is redundant: the next BatchNorm (or the shortcut sum's BN) re-centres anyway.
         x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_sepconv{unit}")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"block{block}_pool")(x)
-    residual = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False, name=f"block{block}_shortcut")(residual)
+    residual = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False, name=f"block{block}_shortcut")(
+        residual
+    )
     return layers.Add(name=f"block{block}_add")([x, residual])
 
 
