@@ -41,6 +41,9 @@ demo: $(STAMP)
 	$(BIN)/catsdogs train $(PREPARED) --config $(CONFIG) --out $(RUNS)
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 clean:

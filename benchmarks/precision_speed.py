@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catsdogs.data.dataset import make_dataset  # noqa: E402
 from catsdogs.models import build_model  # noqa: E402
-from catsdogs.training import dtype_policy  # noqa: E402
+from catsdogs.training.trainer import dtype_policy  # noqa: E402
 from machine import describe_machine, load_average, median  # noqa: E402
 from train_throughput import StepTimer, prepared_data  # noqa: E402
 

@@ -30,7 +30,8 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catsdogs.data.augment import augment_batch  # noqa: E402
-from catsdogs.data.dataset import decode_and_resize, list_images  # noqa: E402
+from catsdogs.data.dataset import list_images  # noqa: E402
+from catsdogs.images import decode_and_resize  # noqa: E402
 from catsdogs.models import build_model  # noqa: E402
 from machine import describe_machine  # noqa: E402
 from train_throughput import IMAGE_SIZE, prepared_data  # noqa: E402

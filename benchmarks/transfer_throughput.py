@@ -2,7 +2,7 @@
 
 Each engine reads the same JPEG files, decodes and resizes them to 224x224,
 and runs the ImageNet network (1000 logits) in batches of 32 with 2 threads.
-Ours is `catsdogs.features.extract` (tf.data decoding in parallel with the
+Ours is `catsdogs.training.features.extract` (tf.data decoding in parallel with the
 model); the reference decodes with Pillow and runs `efficientnet-lite-pytorch`
 in .venv-bench, as its README shows. Run through `benchmarks/transfer.py throughput`.
 """
@@ -68,8 +68,8 @@ def reference_worker(paths_file, output_file, repeats):
 
 def throughput(arguments):
     """Print photos/s (median of repeats) for each engine on the same photos."""
-    from catsdogs.features import FeatureExtractor, extract
     from catsdogs.models.efficientnet_lite import pretrained_efficientnet_lite0
+    from catsdogs.training.features import FeatureExtractor, extract
     from machine import load_average
 
     paths = photo_paths(arguments.photos)

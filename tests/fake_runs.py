@@ -14,6 +14,7 @@ from keras import layers
 from PIL import Image
 
 from catsdogs.config import load_config
+from catsdogs.models.saving import save_model
 from catsdogs.runs import RunDir
 
 IMAGE_SIZE = 32
@@ -106,7 +107,7 @@ def make_run(
     run.write_labels(list(class_names))
     run.claim(data_dir=data_dir, model_name=model_name)
     run.update_run_info(status="finished", fit_seconds=12.5, versions={"keras": keras.__version__})
-    run.save_model(red_minus_green_model(kind, name=model_name, num_classes=len(class_names)))
+    save_model(red_minus_green_model(kind, name=model_name, num_classes=len(class_names)), run.model_path)
     rows = ["epoch,accuracy,loss,val_accuracy,val_loss,learning_rate"]
     for epoch in range(epochs):
         rows.append(f"{epoch},{0.6 + 0.1 * epoch},{0.7 - 0.1 * epoch},{0.55 + 0.1 * epoch},{0.75 - 0.1 * epoch},0.001")

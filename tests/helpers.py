@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from catsdogs.config import load_config
+from catsdogs.models.saving import save_model
 
 CLASS_NAMES = ("cats", "dogs")
 DEFAULT_COUNTS = {"train": 12, "validation": 6, "test": 6}
@@ -75,5 +76,5 @@ def make_untrained_run(runs_dir, run_name):
     run_dir = RunDir.create(runs_dir, model_name="seed_cnn", run_name=run_name)
     run_dir.write_config(tiny_config().to_dict())
     run_dir.write_labels(list(CLASS_NAMES))
-    run_dir.save_model(build_model("seed_cnn", input_shape=(32, 32, 3), num_classes=2))
+    save_model(build_model("seed_cnn", input_shape=(32, 32, 3), num_classes=2), run_dir.model_path)
     return run_dir.path

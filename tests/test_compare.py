@@ -6,7 +6,7 @@ import pytest
 
 import fake_runs
 from catsdogs.cli import main
-from catsdogs.evaluate_run import compare_runs, evaluate_run
+from catsdogs.evaluation.evaluate import compare_runs, evaluate_run
 
 
 @pytest.fixture(scope="module")

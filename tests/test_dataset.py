@@ -3,8 +3,9 @@ import pytest
 from PIL import Image
 
 from catsdogs.data.augment import augment_batch
-from catsdogs.data.dataset import decode_and_resize, list_images, make_dataset
+from catsdogs.data.dataset import list_images, make_dataset
 from catsdogs.errors import CatsdogsError
+from catsdogs.images import decode_and_resize
 
 # Each file's red channel encodes its own index and its green channel its class,
 # so any image can be traced back to the file and label it came from.

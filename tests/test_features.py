@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from catsdogs.data.dataset import list_images
-from catsdogs.features import FeatureCache, FeatureExtractor, cached_features, extract
 from catsdogs.models.transfer import feature_extractor
-from catsdogs.transfer_training import cut_tensor, extraction_model, load_split_features
+from catsdogs.training.features import FeatureCache, FeatureExtractor, cached_features, extract
+from catsdogs.training.transfer import cut_tensor, extraction_model, load_split_features
 from helpers import make_data_dir
 from tiny_backbones import tiny_transfer_model
 

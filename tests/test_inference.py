@@ -8,8 +8,8 @@ import tensorflow as tf
 from PIL import Image
 
 from catsdogs.cli import main
-from catsdogs.data.dataset import decode_and_resize
 from catsdogs.errors import CatsdogsError
+from catsdogs.images import decode_and_resize
 from catsdogs.inference import Predictor, expand_inputs, format_predictions, predict_files
 from catsdogs.runs import RunDir
 from helpers import make_untrained_run, synthetic_image

@@ -4,7 +4,7 @@ import pytest
 
 from catsdogs.errors import CatsdogsError
 from catsdogs.models import available_models, build_model, model_entry
-from catsdogs.runs import load_model, save_model
+from catsdogs.models.saving import load_model, save_model
 
 TINY_SHAPE = (32, 32, 3)
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from catsdogs.errors import CatsdogsError
-from catsdogs.optimizers import (
+from catsdogs.training.optimizers import (
     OPTIMIZERS,
     OneCycleSchedule,
     build_learning_rate,

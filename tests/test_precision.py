@@ -7,6 +7,7 @@ import pytest
 from catsdogs.errors import CatsdogsError
 from catsdogs.inference import Predictor
 from catsdogs.interpret import grad_cam
+from catsdogs.models.saving import load_model
 from catsdogs.training import train
 from helpers import make_data_dir, tiny_config
 
@@ -21,7 +22,7 @@ def bf16_run(tmp_path_factory):
 
 def test_mixed_precision_model_computes_in_bfloat16_with_float32_outputs(bf16_run):
     run_dir, _ = bf16_run
-    model = run_dir.load_model()
+    model = load_model(run_dir.model_path)
     assert model.get_layer("block1_sepconv1").compute_dtype == "bfloat16"
     assert model.get_layer("block1_sepconv1").variable_dtype == "float32"
     assert model.get_layer("predictions").compute_dtype == "float32"
@@ -41,7 +42,7 @@ def test_mixed_precision_model_predicts_and_explains(bf16_run):
     predictions = Predictor.from_run_dir(run_dir.path).predict(photos)
     assert all(prediction.ok for prediction in predictions)
     pixels = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    heatmaps, probabilities, _ = grad_cam(run_dir.load_model(), pixels)
+    heatmaps, probabilities, _ = grad_cam(load_model(run_dir.model_path), pixels)
     heatmaps = np.asarray(heatmaps)
     assert heatmaps.shape == (2, 32, 32) and np.all(np.isfinite(heatmaps))
     assert heatmaps.min() >= 0 and heatmaps.max() <= 1

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 import fake_runs
-from catsdogs import thresholds
 from catsdogs.cli import main
 from catsdogs.errors import CatsdogsError
-from catsdogs.evaluate_run import FIGURE_NAMES, evaluate_run
+from catsdogs.evaluation import thresholds
+from catsdogs.evaluation.evaluate import evaluate_run
 from catsdogs.report import write_report
+from catsdogs.runs import EVALUATION_FIGURES
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 SECTIONS = ("summary", "data", "training", "metrics", "diagnostics", "mistakes", "gradcam", "config")
@@ -50,7 +51,7 @@ def test_evaluation_merges_into_training_metrics(evaluated):
     decided = stored["evaluation"]["test"]["at_decision_threshold"]
     assert 0.5 < decided["accuracy"] < 1.0, "the fake data is built to give some mistakes"
     assert stored["evaluation"]["test"]["selected_thresholds"]["chosen_on"] == "validation"
-    for name in FIGURE_NAMES.values():
+    for name in EVALUATION_FIGURES.values():
         assert (result.run_dir.figures_dir / name).read_bytes()[:8] == PNG_SIGNATURE
     assert len(list(result.run_dir.figures_dir.glob("gradcam_*.png"))) == 4
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from catsdogs.errors import CatsdogsError
-from catsdogs.runs import STATUS_FINISHED, RunDir, load_model, save_model
+from catsdogs.models.saving import load_committed_checkpoint, load_model, save_model
+from catsdogs.runs import STATUS_FINISHED, RunDir
 
 
 def tiny_model():
@@ -108,7 +109,7 @@ def test_only_a_committed_checkpoint_is_trusted(tmp_path):
     open(torn, "wb").write(b"PK\x03\x04 half a zip")
     run_dir.discard_uncommitted_checkpoints()
     assert not (tmp_path / "checkpoints" / "epoch-002.keras").exists()
-    assert run_dir.load_checkpoint() is not None
+    assert load_committed_checkpoint(run_dir) is not None
     # A committed file that changed afterwards is not trusted either.
     path.write_bytes(path.read_bytes() + b"x")
     assert run_dir.committed_checkpoint() is None

@@ -4,8 +4,9 @@ import numpy
 import pytest
 from sklearn import metrics
 
-from catsdogs import evaluation, thresholds
 from catsdogs.errors import CatsdogsError
+from catsdogs.evaluation import metrics as evaluation
+from catsdogs.evaluation import thresholds
 
 
 def binary_predictions(split="test", seed=0, size=200):

@@ -11,6 +11,7 @@ import pytest
 
 from catsdogs.cli import main
 from catsdogs.errors import CatsdogsError
+from catsdogs.models.saving import load_committed_checkpoint, load_model
 from catsdogs.runs import STATUS_FINISHED, RunDir
 from catsdogs.training import train
 from helpers import make_data_dir, tiny_config
@@ -31,7 +32,7 @@ def test_run_folder_is_complete(finished_run):
     run_dir = finished_run
     assert run_dir.read_config() == tiny_config().to_dict()
     assert run_dir.read_labels() == ["cats", "dogs"]
-    assert run_dir.load_model().output_shape == (None, 1)  # Passes the SHA-256 check.
+    assert load_model(run_dir.model_path).output_shape == (None, 1)  # Passes the SHA-256 check.
     history = run_dir.read_history()
     assert history["epoch"] == [0.0, 1.0]
     assert {"accuracy", "val_accuracy", "loss", "val_loss", "learning_rate"} <= set(history)
@@ -75,7 +76,7 @@ class PoisonWeights(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == self.epoch:
             path, _, _ = self.run_dir.committed_checkpoint()
-            self.checkpoint_before = (path.read_bytes(), self.run_dir.load_checkpoint().get_weights())
+            self.checkpoint_before = (path.read_bytes(), load_committed_checkpoint(self.run_dir).get_weights())
             self.model.set_weights([np.full_like(weights, np.nan) for weights in self.model.get_weights()])
 
 
@@ -94,7 +95,7 @@ def test_nan_stops_training_and_keeps_the_best_model(data_dir, tmp_path):
     assert metrics["stop_reason"] == "nan" and metrics["epochs_done"] == 3
     assert np.isnan(run_dir.read_history()["loss"][-1])
     checkpoint_bytes, best_weights = poison.checkpoint_before
-    final_weights = run_dir.load_model().get_weights()
+    final_weights = load_model(run_dir.model_path).get_weights()
     # The final model is the best checkpoint from before the NaN, untouched.
     for final, best in zip(final_weights, best_weights):
         np.testing.assert_array_equal(final, best)
@@ -183,7 +184,7 @@ def test_seed_cnn_learns_on_real_photos(tmp_path):
 
 
 def test_a_loss_stuck_at_ln_2_is_reported(caplog):
-    from catsdogs.training import _warn_if_stuck_at_chance
+    from catsdogs.training.trainer import _warn_if_stuck_at_chance
 
     with caplog.at_level("WARNING", logger="catsdogs.training"):
         _warn_if_stuck_at_chance({"loss": [0.70, 0.6932, 0.6931, 0.6931]}, num_classes=2)

@@ -11,12 +11,12 @@ from catsdogs import models
 from catsdogs.cli import main
 from catsdogs.errors import CatsdogsError
 from catsdogs.inference import Predictor
+from catsdogs.inference.zero_shot import ZERO_SHOT_NOTE, ZeroShotPredictor, dog_probability_from_logits
 from catsdogs.models import build_model, model_entry
 from catsdogs.models.efficientnet_lite import zero_shot_cat_dog
+from catsdogs.models.saving import load_model, save_model
 from catsdogs.models.transfer import backbone_of, build_head, is_transfer_model, unfreeze_top_blocks
-from catsdogs.runs import load_model, save_model
-from catsdogs.transfer_training import cut_tensor, fine_tuning_model
-from catsdogs.zero_shot import ZERO_SHOT_NOTE, ZeroShotPredictor, dog_probability_from_logits
+from catsdogs.training.transfer import cut_tensor, fine_tuning_model
 from helpers import make_data_dir, tiny_config
 from tiny_backbones import tiny_transfer_model
 
@@ -197,7 +197,7 @@ def test_transfer_training_on_cached_features_with_fine_tuning(tmp_path, monkeyp
     assert len(run_dir.read_history()["loss"]) == info["transfer"]["head_epochs"] + 2
     # Pooled features and fine-tuning activations of train, flipped train and validation.
     assert len(list((data_dir / ".cache" / "features").glob("*.npz"))) == 6
-    model = run_dir.load_model()
+    model = load_model(run_dir.model_path)
     assert is_transfer_model(model) and "test" in run_dir.read_metrics()
     # A second run on the same data reuses every cached feature file.
     before = {path: path.stat().st_mtime_ns for path in (data_dir / ".cache" / "features").glob("*.npz")}
@@ -225,7 +225,7 @@ def test_transfer_training_with_augmentation_runs_the_frozen_backbone_end_to_end
     transfer = json.loads(run_dir.run_info_path.read_text())["transfer"]
     assert not transfer["cached_features"] and not transfer["fine_tune_on_cached_activations"]
     assert not (data_dir / ".cache").exists()
-    assert len(run_dir.read_history()["loss"]) == 2 and is_transfer_model(run_dir.load_model())
+    assert len(run_dir.read_history()["loss"]) == 2 and is_transfer_model(load_model(run_dir.model_path))
 
 
 def test_demo_config_is_valid():

@@ -14,6 +14,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from catsdogs import __version__
+from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, OUTPUT_FORMATS
 from catsdogs.errors import CatsdogsError
 
 EXIT_OK = 0
@@ -57,28 +58,14 @@ def _add_config_command(subparsers):
 
 
 def _run_config(arguments):
-    from catsdogs.config import default_config_text
+    from catsdogs.config import config_to_toml, default_config_text
 
     config = _load_config(arguments)
     if arguments.config is None and not arguments.overrides:
         print(default_config_text(), end="")
         return EXIT_OK
-    for section, values in config.to_dict().items():
-        print(f"[{section}]")
-        for key, value in values.items():
-            print(f"{key} = {_toml_value(value)}")
-        print()
+    print(config_to_toml(config), end="")
     return EXIT_OK
-
-
-def _toml_value(value):
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    return repr(value)
 
 
 # ----------------------------------------------------------------------------- prepare
@@ -225,14 +212,14 @@ def _run_train(arguments):
     from catsdogs.models import model_entry
 
     model_entry(config.model.name)  # Fail on an unknown model before loading any data.
-    from catsdogs.training import train
+    from catsdogs.workflow import train_and_report
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("catsdogs train: %(message)s"))
     logging.getLogger("catsdogs").addHandler(handler)
     try:
-        run_dir = train(
+        run_dir = train_and_report(
             config, arguments.data, runs_dir=arguments.out, run_name=arguments.name, resume=not arguments.fresh
         )
     finally:
@@ -274,19 +261,25 @@ def _add_predict_command(subparsers):
     parser.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
+        default=DEFAULT_THRESHOLD,
         metavar="T",
-        help="For two classes: predict the second class when its probability >= T. Default: 0.5.",
+        help=f"For two classes: predict the second class when its probability >= T. Default: {DEFAULT_THRESHOLD}.",
     )
     parser.add_argument(
         "--format",
         dest="output_format",
-        choices=["table", "csv", "json"],
+        choices=OUTPUT_FORMATS,
         default="table",
         help="Output format. Default: table.",
     )
     parser.add_argument("--output", metavar="FILE", help="Write the output to FILE instead of printing it.")
-    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="Images per model call. Default: 32.")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"Images per model call. Default: {DEFAULT_BATCH_SIZE}.",
+    )
     parser.set_defaults(run=_run_predict)
 
 
@@ -307,7 +300,7 @@ def _run_predict(arguments):
             test_time_augmentation=arguments.test_time_augmentation,
         )
     else:
-        from catsdogs.zero_shot import ZeroShotPredictor
+        from catsdogs.inference.zero_shot import ZeroShotPredictor
 
         # No run folder: every argument is an image, and the pretrained ImageNet model answers.
         arguments.paths = [arguments.run_dir, *arguments.paths]
@@ -318,7 +311,7 @@ def _run_predict(arguments):
         )
         if arguments.output_format != "table" or arguments.output:
             print(f"catsdogs predict: {predictor.note}", file=sys.stderr)
-    if len(predictor.class_names) > 2 and arguments.threshold != 0.5:
+    if len(predictor.class_names) > 2 and arguments.threshold != DEFAULT_THRESHOLD:
         print(
             "catsdogs predict: note: --threshold applies to two-class models only; the most probable class wins.",
             file=sys.stderr,
@@ -392,17 +385,23 @@ def _add_evaluate_command(subparsers):
     parser.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
+        default=DEFAULT_THRESHOLD,
         metavar="T",
-        help="Configured threshold on the second class's probability (two classes). Default: 0.5.",
+        help=f"Configured threshold on the second class's probability (two classes). Default: {DEFAULT_THRESHOLD}.",
     )
-    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="Images per model call. Default: 32.")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"Images per model call. Default: {DEFAULT_BATCH_SIZE}.",
+    )
     _add_test_time_augmentation_argument(parser)
     parser.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(arguments):
-    from catsdogs.evaluate_run import evaluate_run
+    from catsdogs.evaluation.evaluate import evaluate_run
     from catsdogs.inference import check_threshold
 
     result = evaluate_run(
@@ -478,15 +477,15 @@ def _add_explain_command(subparsers):
     parser.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
+        default=DEFAULT_THRESHOLD,
         metavar="T",
-        help="Decision threshold on the second class's probability (two classes). Default: 0.5.",
+        help=f"Decision threshold on the second class's probability (two classes). Default: {DEFAULT_THRESHOLD}.",
     )
     parser.set_defaults(run=_run_explain)
 
 
 def _run_explain(arguments):
-    from catsdogs.explain_run import explain_images
+    from catsdogs.explain import explain_images
     from catsdogs.inference import check_threshold
 
     explanations = explain_images(
@@ -537,7 +536,7 @@ def _run_compare(arguments):
     import io
     from pathlib import Path
 
-    from catsdogs.evaluate_run import compare_runs
+    from catsdogs.evaluation.evaluate import compare_runs
     from catsdogs.fileio import atomic_write_text
     from catsdogs.report_plots import save_figure
 

@@ -9,16 +9,10 @@ import dataclasses
 import difflib
 import tomllib
 import typing
-from importlib import resources
 from pathlib import Path
 
+from catsdogs.choices import FEATURE_ENGINES, OPTIMIZERS, PRECISIONS, SCHEDULES, SPLIT_MODES, default_config_text
 from catsdogs.errors import CatsdogsError
-
-SPLIT_MODES = ("numbers", "fraction", "all")
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
-SCHEDULES = ("constant", "cosine", "one_cycle")
-FEATURE_ENGINES = ("auto", "onnxruntime", "keras")
-PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +78,12 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    threshold: float
+    batch_size: int
+
+
+@dataclasses.dataclass(frozen=True)
 class ServeConfig:
     host: str
     port: int
@@ -96,6 +96,7 @@ class Config:
     augment: AugmentConfig
     model: ModelConfig
     train: TrainConfig
+    predict: PredictConfig
     serve: ServeConfig
 
     def to_dict(self):
@@ -139,14 +140,11 @@ _VALUE_CHECKS = {
     "train.fine_tune_blocks": (lambda v: v >= 0, "zero (off) or a positive number of blocks"),
     "train.fine_tune_epochs": (lambda v: v >= 1, "a positive integer"),
     "train.fine_tune_learning_rate": (lambda v: v > 0, "a positive number"),
+    "predict.threshold": (lambda v: 0 < v < 1, "a probability strictly between 0 and 1, e.g. 0.5"),
+    "predict.batch_size": (lambda v: v >= 1, "a positive integer"),
     "serve.port": (lambda v: 0 <= v <= 65535, "a port number from 0 to 65535"),
     "serve.max_upload_mb": (lambda v: v >= 1, "a positive integer"),
 }
-
-
-def default_config_text():
-    """Return the documented default config file, as shipped with the package."""
-    return resources.files("catsdogs").joinpath("default_config.toml").read_text(encoding="utf-8")
 
 
 def load_config(path=None, overrides=()):
@@ -171,6 +169,26 @@ def load_config(path=None, overrides=()):
         section, key, value = _parse_override(override)
         _merge(values, {section: {key: value}}, origin="--set")
     return _build(values)
+
+
+def config_to_toml(config):
+    """Return a `Config` as a TOML document, one table per section (what `catsdogs config` prints)."""
+    lines = []
+    for section, values in config.to_dict().items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return repr(value)
 
 
 def config_from_dict(values):

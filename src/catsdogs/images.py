@@ -24,6 +24,11 @@ from PIL import ExifTags, Image, ImageOps
 from catsdogs.errors import CatsdogsError
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
+# What TensorFlow's decoder reads in the training pipeline; `prepare` writes only these.
+TRAINING_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+# What `predict` looks for in folders: those, and files Pillow may read and normalise first
+# (a TIFF is found, then refused with its reason, rather than silently skipped).
+PHOTO_EXTENSIONS = (*TRAINING_EXTENSIONS, ".webp", ".tif", ".tiff", ".jfif")
 # Pillow's JPEG opener also returns MPO files (a camera JPEG followed by more
 # frames) under their own format name; they are accepted and normalised.
 _FORMAT_NAMES = {"JPEG": "jpeg", "MPO": "mpo", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}
@@ -231,3 +236,24 @@ def _shorter_than_declared(data):
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return int.from_bytes(data[4:8], "little") + 8 > len(data)
     return False
+
+
+def decode_and_resize(image_bytes, image_size):
+    """Decode image bytes and resize them: the one decode used by training and prediction alike.
+
+    Args:
+        image_bytes: a scalar string tensor (or bytes) of a JPEG, PNG, GIF or BMP file.
+        image_size: (height, width).
+
+    Returns:
+        A uint8 tensor (height, width, 3).
+
+    TensorFlow is imported here, not with this module, so `prepare` and its worker
+    processes never load it.
+    """
+    import tensorflow as tf
+
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    # Antialiasing matters when shrinking 400-pixel photos to 180: without it, fur aliases.
+    image = tf.image.resize(image, image_size, method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)

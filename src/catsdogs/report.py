@@ -13,10 +13,10 @@ import json
 import time
 from pathlib import Path
 
+from catsdogs.data.summary import MANIFEST_NAME
 from catsdogs.fileio import atomic_write_text
-from catsdogs.runs import RunDir
+from catsdogs.runs import EVALUATION_KEY, RunDir
 
-MANIFEST_FILE = "manifest.json"
 LIST_LIMIT = 20
 STYLE = """
 :root { --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --accent: #2f6fb0; --soft: #f5f7fa; }
@@ -77,13 +77,11 @@ def write_report(run_dir):
 
 def render_report(run):
     """Return the report page for a `RunDir` as an HTML string."""
-    from catsdogs.evaluate_run import EVALUATION_KEY
-
     info = run.read_run_info()
     metrics = _read_json(run.metrics_path) or {}
     evaluations = metrics.get(EVALUATION_KEY, {})
     evaluated = evaluations.get(evaluations.get("latest")) if evaluations else None
-    manifest = _read_json(Path(info["data_dir"]) / MANIFEST_FILE) if info.get("data_dir") else None
+    manifest = _read_json(Path(info["data_dir"]) / MANIFEST_NAME) if info.get("data_dir") else None
     sections = [
         ("summary", "Summary", _summary_section(run, info, metrics, evaluated)),
         ("data", "Data", _data_section(info, metrics, manifest)),
@@ -296,9 +294,7 @@ def _mistakes_section(run):
 
 
 def _gradcam_section(run):
-    from catsdogs.evaluate_run import GRADCAM_FIGURE_PATTERN
-
-    paths = sorted(run.figures_dir.glob(GRADCAM_FIGURE_PATTERN.replace("{index:02d}", "*")))
+    paths = run.gradcam_figure_paths()
     if not paths:
         return '<p class="muted">No Grad-CAM examples were written.</p>'
     intro = "<p>Where the model looked: warm colours mark the regions that raised the score of the predicted class.</p>"
@@ -316,11 +312,9 @@ def _config_section(run):
 
 
 def _figures_html(run, figures, wide=False):
-    from catsdogs.evaluate_run import FIGURE_NAMES
-
     items = []
     for figure, caption in figures:
-        path = Path(figure) if isinstance(figure, Path) else run.figures_dir / FIGURE_NAMES[figure]
+        path = Path(figure) if isinstance(figure, Path) else run.evaluation_figure_path(figure)
         if path.is_file():
             data = base64.b64encode(path.read_bytes()).decode("ascii")
             items.append(

@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from catsdogs.choices import DEFAULT_THRESHOLD
 from catsdogs.fileio import atomic_write_bytes
 from catsdogs.plots import figure_png_bytes
 
@@ -144,7 +145,7 @@ def calibration_figure(mean_predicted, observed, confidences, *, binary=True):
     return figure
 
 
-def probability_histogram_figure(probabilities, labels, class_names, *, threshold=0.5):
+def probability_histogram_figure(probabilities, labels, class_names, *, threshold=DEFAULT_THRESHOLD):
     """Draw, per class, how the predicted probability is spread for its members and for the others.
 
     Two classes: one panel of P(class 1), one histogram per true class, with the threshold.

@@ -7,8 +7,10 @@ A run folder carries everything needed to use a model later:
     run.json                 status (training, fitted, finished), data folder, pid, times, versions
     model.keras              the best model, with model.keras.sha256 beside it
     history.csv              one row per epoch (CSVLogger)
-    metrics.json             validation and test loss and accuracy of the final model
+    metrics.json             validation and test loss and accuracy; `evaluate` adds its numbers under "evaluation"
     figures/history.png      curves; figures/augmentation.png: what augmentation does
+    figures/*.png            evaluation figures (confusion matrix, ROC, ...) and gradcam_NN.png examples
+    figures/explain/         what `catsdogs explain` writes by default
     train.log                the run's log
     report.html              written by `catsdogs evaluate`
     backup/                  BackupAndRestore state while training; removed when finished
@@ -23,18 +25,16 @@ import csv
 import json
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 
 from catsdogs.errors import CatsdogsError
-from catsdogs.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from catsdogs.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, checksum_path, sha256_file
 
 CONFIG_FILE = "config.json"
 LABELS_FILE = "labels.json"
 RUN_FILE = "run.json"
 MODEL_FILE = "model.keras"
-CHECKSUM_SUFFIX = ".sha256"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 FIGURES_DIR = "figures"
@@ -47,84 +47,25 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PATTERN = "epoch-{epoch:03d}.keras"
 CHECKPOINT_COMMIT_FILE = "best.json"
 TENSORBOARD_DIR = "tensorboard"
+# `catsdogs evaluate` writes its numbers under this key of metrics.json, and these figures.
+EVALUATION_KEY = "evaluation"
+EVALUATION_FIGURES = {
+    "confusion_matrix": "confusion_matrix.png",
+    "roc": "roc.png",
+    "precision_recall": "precision_recall.png",
+    "calibration": "calibration.png",
+    "probability_histogram": "probability_histogram.png",
+    "misclassified": "misclassified.png",
+}
+GRADCAM_FIGURE_PATTERN = "gradcam_{index:02d}.png"
+# `catsdogs explain` writes into figures/explain/ unless told otherwise.
+EXPLAIN_DIR = "explain"
 # Written by keras.callbacks.BackupAndRestore inside BACKUP_DIR.
 BACKUP_METADATA_FILE = "training_metadata.json"
 
 STATUS_TRAINING = "training"
 STATUS_FITTED = "fitted"
 STATUS_FINISHED = "finished"
-
-
-def save_model(model, path):
-    """Save a model as `.keras` atomically, with its SHA-256 in `<path>.sha256` beside it.
-
-    Args:
-        model: the `keras.Model` to save.
-        path: destination ending in `.keras`.
-
-    Returns:
-        The hex SHA-256 of the saved file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Keras insists on the .keras suffix, so the temporary name keeps it.
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
-    os.close(descriptor)
-    try:
-        model.save(temporary, overwrite=True)
-        # mkstemp makes the file private (0600); a model is meant to be copied and shared.
-        os.chmod(temporary, 0o644)
-        digest = sha256_file(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    # The `sha256sum -c` format, so the check also works without catsdogs.
-    atomic_write_text(_checksum_path(path), f"{digest}  {path.name}\n")
-    return digest
-
-
-def load_model(path, *, compile=False):
-    """Load a `.keras` model after checking its SHA-256, with `safe_mode=True`.
-
-    Args:
-        path: the `.keras` file; `<path>.sha256` must sit beside it.
-        compile: also restore the optimizer and loss (needed only to go on training).
-
-    Returns:
-        The `keras.Model`.
-
-    Raises:
-        CatsdogsError: if the file or its checksum is missing, or the file does not match the checksum.
-    """
-    import keras
-
-    import catsdogs.optimizers  # noqa: F401  (registers the one-cycle schedule with Keras)
-    from catsdogs.models import available_models
-
-    path = Path(path)
-    checksum_path = _checksum_path(path)
-    if not path.is_file():
-        raise CatsdogsError(f"The model file does not exist. Train a model first. Received: path={path}")
-    if not checksum_path.is_file():
-        raise CatsdogsError(
-            f"The model has no SHA-256 file beside it, so it cannot be trusted. Expected {checksum_path.name} "
-            f"next to the model; copy the whole run folder. Received: path={path}"
-        )
-    expected = checksum_path.read_text(encoding="utf-8").split()[0].lower() if checksum_path.stat().st_size else ""
-    actual = sha256_file(path)
-    if actual != expected:
-        raise CatsdogsError(
-            f"The model file does not match its SHA-256: it changed after it was saved (a damaged copy or "
-            f"tampering), so it is not loaded. Copy the run folder again or retrain. "
-            f"Received: path={path}, expected_sha256={expected}, actual_sha256={actual}"
-        )
-    available_models()  # Import every model family, so their custom objects are registered.
-    return keras.saving.load_model(path, compile=compile, safe_mode=True)
-
-
-def _checksum_path(path):
-    return path.with_name(path.name + CHECKSUM_SUFFIX)
 
 
 def _process_is_alive(pid):
@@ -157,7 +98,7 @@ class RunDir:
     labels_path = property(lambda self: self.path / LABELS_FILE)
     run_info_path = property(lambda self: self.path / RUN_FILE)
     model_path = property(lambda self: self.path / MODEL_FILE)
-    model_checksum_path = property(lambda self: _checksum_path(self.path / MODEL_FILE))
+    model_checksum_path = property(lambda self: checksum_path(self.path / MODEL_FILE))
     history_path = property(lambda self: self.path / HISTORY_FILE)
     metrics_path = property(lambda self: self.path / METRICS_FILE)
     figures_dir = property(lambda self: self.path / FIGURES_DIR)
@@ -168,6 +109,19 @@ class RunDir:
     backup_dir = property(lambda self: self.path / BACKUP_DIR)
     checkpoint_dir = property(lambda self: self.path / CHECKPOINT_DIR)
     tensorboard_dir = property(lambda self: self.path / TENSORBOARD_DIR)
+    explain_dir = property(lambda self: self.path / FIGURES_DIR / EXPLAIN_DIR)
+
+    def evaluation_figure_path(self, name):
+        """The path of one evaluation figure, by its key in `EVALUATION_FIGURES` ("roc", "calibration", ...)."""
+        return self.figures_dir / EVALUATION_FIGURES[name]
+
+    def gradcam_figure_path(self, number):
+        """The path of the report's Grad-CAM example `number` (1-based)."""
+        return self.figures_dir / GRADCAM_FIGURE_PATTERN.format(index=number)
+
+    def gradcam_figure_paths(self):
+        """The report's Grad-CAM examples that exist, in order."""
+        return sorted(self.figures_dir.glob(GRADCAM_FIGURE_PATTERN.replace("{index:02d}", "*")))
 
     @property
     def checkpoint_pattern(self):
@@ -304,15 +258,7 @@ class RunDir:
     def read_metrics(self):
         return json.loads(self.metrics_path.read_text(encoding="utf-8"))
 
-    # ------------------------------------------------------------------ model, history, figures
-
-    def save_model(self, model):
-        """Save the run's final model with its SHA-256; see `save_model`."""
-        return save_model(model, self.model_path)
-
-    def load_model(self, *, compile=False):
-        """Load the run's model after checking its SHA-256; see `load_model`."""
-        return load_model(self.model_path, compile=compile)
+    # ------------------------------------------------------------------ history and figures
 
     def read_history(self):
         """Return history.csv as {column: [float per epoch]} (empty if there is none yet)."""
@@ -372,15 +318,6 @@ class RunDir:
         if not path.is_file() or sha256_file(path) != record["sha256"]:
             return None
         return path, record["epoch"], record["monitor_value"]
-
-    def load_checkpoint(self):
-        """Load the committed best checkpoint model (checked against best.json's SHA-256), or None."""
-        import keras
-
-        committed = self.committed_checkpoint()
-        if committed is None:
-            return None
-        return keras.saving.load_model(committed[0], compile=False, safe_mode=True)
 
     def discard_uncommitted_checkpoints(self):
         committed = self.committed_checkpoint()

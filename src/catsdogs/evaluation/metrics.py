@@ -16,7 +16,9 @@ from statistics import NormalDist
 import numpy
 from sklearn import calibration, metrics
 
+from catsdogs.choices import DEFAULT_THRESHOLD
 from catsdogs.errors import CatsdogsError
+from catsdogs.inference.predictor import decide
 
 CONFIDENCE = 0.95
 
@@ -126,14 +128,12 @@ def probability_matrix(outputs, num_classes):
     return outputs / sums
 
 
-def predicted_labels(predictions, threshold=0.5):
-    """Return predicted class indices: P(class 1) >= threshold for two classes, else the argmax."""
-    if predictions.is_binary:
-        return (predictions.positive_scores >= threshold).astype(int)
-    return numpy.argmax(predictions.probabilities, axis=1)
+def predicted_labels(predictions, threshold=DEFAULT_THRESHOLD):
+    """Return predicted class indices by the one decision rule, `inference.decide`."""
+    return decide(predictions.probabilities, threshold)
 
 
-def classification_metrics(predictions, *, threshold=0.5, confidence=CONFIDENCE):
+def classification_metrics(predictions, *, threshold=DEFAULT_THRESHOLD, confidence=CONFIDENCE):
     """Return the metrics that depend on the decision: accuracy, per-class scores, confusion matrix.
 
     Args:
@@ -220,7 +220,7 @@ def probability_metrics(predictions):
     return result
 
 
-def evaluate_predictions(predictions, *, decision_threshold=0.5, selection=None, confidence=CONFIDENCE):
+def evaluate_predictions(predictions, *, decision_threshold=DEFAULT_THRESHOLD, selection=None, confidence=CONFIDENCE):
     """Compute every metric for one split.
 
     Args:
@@ -308,7 +308,7 @@ def calibration_points(predictions, bins=10):
     return mean_predicted, observed, confidences
 
 
-def most_confident_mistakes(predictions, *, threshold=0.5, limit=12):
+def most_confident_mistakes(predictions, *, threshold=DEFAULT_THRESHOLD, limit=12):
     """Return the indices of the wrong predictions, most confident first.
 
     Confidence is the probability the model gave its (wrong) predicted class.

@@ -31,20 +31,20 @@ import numpy
 import tensorflow as tf
 
 from catsdogs import __version__
-from catsdogs.callbacks import ResumeState, build_callbacks
+from catsdogs.choices import SPLITS
 from catsdogs.data.augment import augment_batch
-from catsdogs.data.dataset import augment_arguments, decode_and_resize, list_images, make_dataset
+from catsdogs.data.dataset import augment_arguments, list_images, make_dataset
 from catsdogs.errors import CatsdogsError
-from catsdogs.evaluate_run import report_after_training
+from catsdogs.images import decode_and_resize
 from catsdogs.models import build_model, model_entry
+from catsdogs.models.saving import load_committed_checkpoint, save_model
 from catsdogs.models.transfer import is_transfer_model
-from catsdogs.optimizers import build_learning_rate, build_optimizer
 from catsdogs.runs import AUGMENTATION_FIGURE, HISTORY_FIGURE, STATUS_FINISHED, STATUS_FITTED, RunDir, check_run_name
-from catsdogs.transfer_fit import fit_transfer
+from catsdogs.training.callbacks import ResumeState, build_callbacks
+from catsdogs.training.optimizers import build_learning_rate, build_optimizer
+from catsdogs.training.transfer_fit import fit_transfer
 
 logger = logging.getLogger("catsdogs.training")
-
-SPLITS = ("train", "validation", "test")
 
 
 def train(config, data_dir, *, runs_dir="runs", run_name=None, resume=True, extra_callbacks=(), verbose="auto"):
@@ -139,7 +139,6 @@ def train(config, data_dir, *, runs_dir="runs", run_name=None, resume=True, extr
             if info.get("status") != STATUS_FITTED:
                 _fit(model, run_dir, datasets, config.train, extra_callbacks=extra_callbacks, verbose=verbose)
         _finish(run_dir, model, datasets, counts, config.train, num_classes=len(class_names))
-        report_after_training(run_dir)
     return run_dir
 
 
@@ -269,7 +268,7 @@ def _fit(model, run_dir, datasets, train_config, *, extra_callbacks, verbose):
     resume_state = None
     if resume_epoch > 0:
         run_dir.truncate_history(resume_epoch)
-        checkpoint_model = run_dir.load_checkpoint() if train_config.checkpoint else None
+        checkpoint_model = load_committed_checkpoint(run_dir) if train_config.checkpoint else None
         resume_state = ResumeState(
             epoch=resume_epoch,
             monitor_values=run_dir.read_history().get("val_loss", [])[:resume_epoch],
@@ -321,7 +320,7 @@ def _fit(model, run_dir, datasets, train_config, *, extra_callbacks, verbose):
 
 
 def _finish(run_dir, model, datasets, counts, train_config, *, num_classes):
-    final_model = run_dir.load_checkpoint() if train_config.checkpoint else None
+    final_model = load_committed_checkpoint(run_dir) if train_config.checkpoint else None
     if final_model is None:
         # No checkpoint: EarlyStopping (if on) has already put the best weights back into `model`.
         final_model = model
@@ -330,7 +329,7 @@ def _finish(run_dir, model, datasets, counts, train_config, *, num_classes):
             "Training diverged (NaN weights) before any epoch produced a usable model. Lower the learning rate "
             f"(train.learning_rate) or switch on train.checkpoint. Received: learning_rate={train_config.learning_rate}"
         )
-    run_dir.save_model(final_model)
+    save_model(final_model, run_dir.model_path)
     final_model.compile(
         loss="binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy", metrics=["accuracy"]
     )

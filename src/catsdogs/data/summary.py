@@ -3,7 +3,11 @@
 import dataclasses
 from pathlib import Path
 
-SPLITS = ("train", "validation", "test")
+from catsdogs.choices import SPLITS
+
+# The prepared folder's record of what went where; written last, so its presence means "complete".
+MANIFEST_NAME = "manifest.json"
+
 _LIST_LIMIT = 20
 
 
@@ -65,7 +69,7 @@ class PrepareReport:
     @property
     def manifest_path(self):
         """Path of DATA/manifest.json."""
-        return self.data_dir / "manifest.json"
+        return self.data_dir / MANIFEST_NAME
 
     @property
     def total(self):

@@ -16,7 +16,7 @@ dog, and it says how clear the decision was.
 
 import numpy
 
-from catsdogs.inference import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, Predictor
+from catsdogs.inference.predictor import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, Predictor
 
 ZERO_SHOT_CLASS_NAMES = ("cats", "dogs")
 ZERO_SHOT_IMAGE_SIZE = (224, 224)

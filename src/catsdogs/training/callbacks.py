@@ -12,7 +12,7 @@ import math
 
 import keras
 
-from catsdogs.optimizers import current_learning_rate
+from catsdogs.training.optimizers import current_learning_rate
 
 MONITOR = "val_loss"
 

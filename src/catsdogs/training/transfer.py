@@ -1,7 +1,7 @@
 """The two phases of transfer learning, as pieces that `training.train` puts together.
 
 Phase 1 trains the head on a frozen backbone. Without augmentation the pooled
-features of every photo are computed once (`catsdogs.features`), optionally
+features of every photo are computed once (`catsdogs.training.features`), optionally
 with horizontally flipped copies, and a stand-alone copy of the head trains on
 them in seconds; its weights then go back into the full model. With
 augmentation the frozen backbone runs end to end.
@@ -26,8 +26,8 @@ import numpy
 import tensorflow as tf
 from keras import layers
 
+from catsdogs.choices import DEFAULT_BATCH_SIZE
 from catsdogs.data.dataset import list_images
-from catsdogs.features import FeatureCache, FeatureExtractor, cached_features
 from catsdogs.models.transfer import (
     FEATURES_LAYER,
     PREPROCESS_PREFIX,
@@ -38,6 +38,7 @@ from catsdogs.models.transfer import (
     is_transfer_model,
     unfreeze_top_blocks,
 )
+from catsdogs.training.features import FeatureCache, FeatureExtractor, cached_features
 
 FEATURE_CACHE_SUBFOLDER = Path(".cache") / "features"
 POOLED = "pooled"
@@ -137,7 +138,7 @@ def load_split_features(
     flip_train=False,
     cache=None,
     engine="auto",
-    batch_size=32,
+    batch_size=DEFAULT_BATCH_SIZE,
 ):
     """Extract (or read from the cache) the features of each split.
 
@@ -231,7 +232,7 @@ def fine_tuning_model(model, number_of_blocks, cut=None):
 
 def fine_tuning_optimizer(name, *, learning_rate, total_steps, weight_decay=0.0, momentum=0.9):
     """Return phase 2's optimizer: cosine decay from `learning_rate` to zero over `total_steps`."""
-    from catsdogs.optimizers import build_optimizer
+    from catsdogs.training.optimizers import build_optimizer
 
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=learning_rate, decay_steps=max(1, total_steps)

@@ -10,10 +10,9 @@ import re
 from pathlib import Path
 
 from catsdogs import interpret, report_plots
+from catsdogs.choices import DEFAULT_THRESHOLD
 from catsdogs.errors import CatsdogsError
 from catsdogs.runs import RunDir
-
-EXPLAIN_DIR = "explain"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +38,12 @@ class Explanation:
 
 def default_explain_dir(run_dir):
     """Return where `explain` writes by default: `<run>/figures/explain`."""
-    return RunDir(run_dir).figures_dir / EXPLAIN_DIR
+    return RunDir(run_dir).explain_dir
 
 
-def explain_images(run_dir, images, *, layer=None, out_dir=None, feature_layers=None, feature_maps=True, threshold=0.5):
+def explain_images(
+    run_dir, images, *, layer=None, out_dir=None, feature_layers=None, feature_maps=True, threshold=DEFAULT_THRESHOLD
+):
     """Write a Grad-CAM overlay and feature-map grids for each photo.
 
     Args:
@@ -61,7 +62,7 @@ def explain_images(run_dir, images, *, layer=None, out_dir=None, feature_layers=
         CatsdogsError: for an unknown layer (the message lists the valid ones), before any photo is read.
     """
     from catsdogs.images import load_rgb
-    from catsdogs.inference import Predictor
+    from catsdogs.inference import Predictor, decide
 
     predictor = Predictor.from_run_dir(run_dir, threshold=threshold)
     model = predictor.model
@@ -79,10 +80,7 @@ def explain_images(run_dir, images, *, layer=None, out_dir=None, feature_layers=
             explanations.append(Explanation(str(source), error=getattr(error, "reason", None) or str(error)))
             continue
         probabilities = predictor.predict_pixels(pixels[None])[0]
-        if len(probabilities) == 2:
-            label_index = int(probabilities[1] >= threshold)
-        else:
-            label_index = int(probabilities.argmax())
+        label_index = int(decide(probabilities, threshold))
         label, probability = predictor.class_names[label_index], float(probabilities[label_index])
         heatmaps, _, _ = interpret.grad_cam(model, pixels, layer=layer_path, class_index=label_index)
         stem = _safe_name(Path(source).stem)

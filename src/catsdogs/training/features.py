@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy
 
+from catsdogs.choices import DEFAULT_BATCH_SIZE, FEATURE_ENGINES
 from catsdogs.errors import CatsdogsError
 
-logger = logging.getLogger("catsdogs.features")
+logger = logging.getLogger("catsdogs.training.features")
 
-ENGINES = ("auto", "onnxruntime", "keras")
 CACHE_FORMAT = "catsdogs-features/1"
 # ONNX Runtime and Keras differ by about 1e-5 on EfficientNet-Lite0 logits; more means a broken export.
 AGREEMENT_TOLERANCE = 1e-3
@@ -158,9 +158,9 @@ class FeatureExtractor:
     """
 
     def __init__(self, model, *, image_size, output_names, engine="auto"):
-        if engine not in ENGINES:
+        if engine not in FEATURE_ENGINES:
             raise CatsdogsError(
-                f"Unknown feature engine. Choose one of {', '.join(ENGINES)}. Received: engine={engine!r}"
+                f"Unknown feature engine. Choose one of {', '.join(FEATURE_ENGINES)}. Received: engine={engine!r}"
             )
         self.model = model
         self.image_size = tuple(image_size)
@@ -220,7 +220,7 @@ class FeatureExtractor:
         return True
 
 
-def extract(extractor, paths, *, batch_size=32, flip=False, output_dtypes=None):
+def extract(extractor, paths, *, batch_size=DEFAULT_BATCH_SIZE, flip=False, output_dtypes=None):
     """Decode, resize and run every photo through `extractor`, in order.
 
     Args:
@@ -235,7 +235,7 @@ def extract(extractor, paths, *, batch_size=32, flip=False, output_dtypes=None):
     """
     import tensorflow as tf
 
-    from catsdogs.data.dataset import decode_and_resize
+    from catsdogs.images import decode_and_resize
 
     image_size = extractor.image_size
     dataset = (
@@ -260,7 +260,9 @@ def extract(extractor, paths, *, batch_size=32, flip=False, output_dtypes=None):
     return [numpy.concatenate(parts) for parts in collected]
 
 
-def cached_features(extractor, cache, *, paths, labels, root, flip=False, batch_size=32, output_dtypes=None):
+def cached_features(
+    extractor, cache, *, paths, labels, root, flip=False, batch_size=DEFAULT_BATCH_SIZE, output_dtypes=None
+):
     """Return the features of `paths` from the cache, extracting and caching them first if needed.
 
     Each output is cached in its own file, so pooled features computed along

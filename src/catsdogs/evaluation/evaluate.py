@@ -12,22 +12,21 @@ from pathlib import Path
 
 import numpy
 
-from catsdogs import evaluation, report_plots, thresholds
+from catsdogs import report_plots
+from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, EVALUATION_SPLITS
 from catsdogs.errors import CatsdogsError
-from catsdogs.runs import RunDir
-
-SPLITS = ("test", "validation")
-# Evaluation figures inside the run's figures/ folder; report.py reads them by these names.
-FIGURE_NAMES = {
-    "confusion_matrix": "confusion_matrix.png",
-    "roc": "roc.png",
-    "precision_recall": "precision_recall.png",
-    "calibration": "calibration.png",
-    "probability_histogram": "probability_histogram.png",
-    "misclassified": "misclassified.png",
-}
-GRADCAM_FIGURE_PATTERN = "gradcam_{index:02d}.png"
-EVALUATION_KEY = "evaluation"
+from catsdogs.evaluation import thresholds
+from catsdogs.evaluation.metrics import (
+    SplitPredictions,
+    calibration_points,
+    curve_points,
+    evaluate_predictions,
+    most_confident_mistakes,
+    predicted_labels,
+    wilson_interval,
+)
+from catsdogs.models.saving import load_model
+from catsdogs.runs import EVALUATION_KEY, RunDir
 
 logger = logging.getLogger("catsdogs.evaluation")
 
@@ -39,7 +38,7 @@ class EvaluationResult:
     run_dir: RunDir
     key: str
     metrics: dict
-    predictions: evaluation.SplitPredictions
+    predictions: SplitPredictions
     figures: list
     report_path: Path
 
@@ -92,7 +91,7 @@ def predict_split(predictor, data_dir, split):
     probabilities = numpy.array(
         [[rows[index].probabilities[name] for name in class_names] for index in readable]
     ).reshape(-1, len(class_names))
-    predictions = evaluation.SplitPredictions(
+    predictions = SplitPredictions(
         split=split,
         labels=numpy.asarray(labels)[readable],
         probabilities=probabilities,
@@ -107,10 +106,10 @@ def evaluate_run(
     *,
     split="test",
     data_dir=None,
-    decision_threshold=0.5,
+    decision_threshold=DEFAULT_THRESHOLD,
     gallery_size=12,
     gradcam_examples=4,
-    batch_size=32,
+    batch_size=DEFAULT_BATCH_SIZE,
     test_time_augmentation=None,
 ):
     """Evaluate a trained run on a split, write metrics, figures and the report.
@@ -135,7 +134,7 @@ def evaluate_run(
     from catsdogs.inference import Predictor
     from catsdogs.report import write_report
 
-    if split not in SPLITS:
+    if split not in EVALUATION_SPLITS:
         raise CatsdogsError(f"Evaluate the test or the validation split. Received: split={split}")
     run = open_run(run_dir)
     recorded = run.read_run_info().get("data_dir")
@@ -152,7 +151,7 @@ def evaluate_run(
         raise CatsdogsError(f"No image of the {split} split could be read. Received: data_dir={data_dir}")
     # Thresholds come from validation alone; the evaluated split never takes part in choosing them.
     selection = thresholds.select_thresholds(validation) if evaluated.is_binary else None
-    metrics = evaluation.evaluate_predictions(evaluated, decision_threshold=decision_threshold, selection=selection)
+    metrics = evaluate_predictions(evaluated, decision_threshold=decision_threshold, selection=selection)
     own_data = recorded is not None and Path(recorded).resolve() == data_dir.resolve()
     key = split if own_data else f"{split} of {data_dir.resolve()}"
     metrics.update(
@@ -213,23 +212,21 @@ def operating_points(metrics):
 
 def write_evaluation_figures(run, predictions, metrics, predictor, threshold, gallery_size):
     """Write the confusion matrix, ROC, PR, calibration, histogram and gallery figures; return their paths."""
-    points = evaluation.curve_points(predictions)
+    points = curve_points(predictions)
     figures = {
         "confusion_matrix": report_plots.confusion_matrix_figure(
             metrics["at_decision_threshold"]["confusion_matrix"], title=f"Confusion matrix ({predictions.split})"
         ),
         "roc": report_plots.roc_figure(points, operating_points=operating_points(metrics)),
         "precision_recall": report_plots.precision_recall_figure(points),
-        "calibration": report_plots.calibration_figure(
-            *evaluation.calibration_points(predictions), binary=predictions.is_binary
-        ),
+        "calibration": report_plots.calibration_figure(*calibration_points(predictions), binary=predictions.is_binary),
         "probability_histogram": report_plots.probability_histogram_figure(
             predictions.probabilities, predictions.labels, predictions.class_names, threshold=threshold
         ),
     }
-    predicted = evaluation.predicted_labels(predictions, threshold)
+    predicted = predicted_labels(predictions, threshold)
     examples = []
-    for index in evaluation.most_confident_mistakes(predictions, threshold=threshold, limit=gallery_size):
+    for index in most_confident_mistakes(predictions, threshold=threshold, limit=gallery_size):
         examples.append(
             {
                 "image": predictor.load_image(predictions.paths[index]),
@@ -242,18 +239,18 @@ def write_evaluation_figures(run, predictions, metrics, predictor, threshold, ga
     figures["misclassified"] = report_plots.misclassified_gallery_figure(
         examples, title=f"Most confident mistakes ({len(examples)} of {int((predicted != predictions.labels).sum())})"
     )
-    return [report_plots.save_figure(figure, run.figures_dir / FIGURE_NAMES[name]) for name, figure in figures.items()]
+    return [report_plots.save_figure(figure, run.evaluation_figure_path(name)) for name, figure in figures.items()]
 
 
 def gradcam_picks(predictions, threshold, count):
     """Pick images to explain: the most confident mistakes and the most confident right answers, alternately."""
-    predicted = evaluation.predicted_labels(predictions, threshold)
+    predicted = predicted_labels(predictions, threshold)
     confidence = predictions.probabilities[numpy.arange(len(predicted)), predicted]
     right = [int(i) for i in numpy.argsort(-confidence, kind="stable") if predicted[i] == predictions.labels[i]]
     # Right answers alternate between classes, so every class is shown when there is room.
     by_class = [[i for i in right if predictions.labels[i] == label] for label in range(predictions.num_classes)]
     right = [i for group in zip(*by_class) for i in group] or right
-    wrong = evaluation.most_confident_mistakes(predictions, threshold=threshold, limit=count)
+    wrong = most_confident_mistakes(predictions, threshold=threshold, limit=count)
     picks = [i for pair in zip(wrong, right) for i in pair] + wrong[len(right) :] + right[len(wrong) :]
     return picks[:count]
 
@@ -262,13 +259,13 @@ def write_gradcam_examples(run, predictions, predictor, threshold, count):
     """Write Grad-CAM overlays for a few evaluated images into figures/ and return their paths."""
     from catsdogs.interpret import grad_cam
 
-    for stale in run.figures_dir.glob(GRADCAM_FIGURE_PATTERN.replace("{index:02d}", "*")):
+    for stale in run.gradcam_figure_paths():
         stale.unlink()
     picks = gradcam_picks(predictions, threshold, count)
     if not picks:
         return []
     pixels = numpy.stack([predictor.load_image(predictions.paths[index]) for index in picks])
-    predicted = evaluation.predicted_labels(predictions, threshold)[picks]
+    predicted = predicted_labels(predictions, threshold)[picks]
     heatmaps, _, layer = grad_cam(predictor.model, pixels, class_index=predicted)
     paths = []
     for number, (index, image, heatmap, label) in enumerate(zip(picks, pixels, heatmaps, predicted), start=1):
@@ -279,7 +276,7 @@ def write_gradcam_examples(run, predictions, predictor, threshold, count):
             f"({predictions.probabilities[index, label]:.0%}), true {truth} — {verdict}"
         )
         figure = report_plots.gradcam_figure(image, heatmap, title=title, layer=layer)
-        paths.append(report_plots.save_figure(figure, run.figures_dir / GRADCAM_FIGURE_PATTERN.format(index=number)))
+        paths.append(report_plots.save_figure(figure, run.gradcam_figure_path(number)))
     return paths
 
 
@@ -313,7 +310,7 @@ def compare_runs(run_dirs):
 def _model_summary(run, info):
     model_name = info.get("model") or run.read_config().get("model", {}).get("name")
     try:
-        parameters = run.load_model().count_params()
+        parameters = load_model(run.model_path).count_params()
     except CatsdogsError:
         parameters = None
     return {"model": model_name, "parameters": parameters}
@@ -343,7 +340,7 @@ def _test_summary(metrics):
         }
     # Training's own test accuracy; its interval follows from the number of test images.
     total = metrics.get("images", {}).get("test", 0)
-    low, high = evaluation.wilson_interval(round(tested["accuracy"] * total), total) if total else (None, None)
+    low, high = wilson_interval(round(tested["accuracy"] * total), total) if total else (None, None)
     return {
         "test_accuracy": tested["accuracy"],
         "test_accuracy_low": low,

@@ -2,23 +2,19 @@
 
 Every image, whether a file, uploaded bytes or an array, takes the one image
 path of training: `images.clean_image_bytes` (the normalisation `prepare`
-applies) and then `dataset.decode_and_resize`. A bad image never stops a
+applies) and then `images.decode_and_resize`. A bad image never stops a
 batch: it comes back as a `Prediction` with `error` set.
 """
 
 import dataclasses
-import glob
 import io
 from pathlib import Path
 
 import numpy
 
+from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD
 from catsdogs.errors import CatsdogsError
-
-DEFAULT_THRESHOLD = 0.5
-DEFAULT_BATCH_SIZE = 32
-# Folders are searched for these; files named explicitly or by a glob are always tried.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif")
+from catsdogs.models.saving import load_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +50,25 @@ def check_threshold(threshold):
             f"The decision threshold must lie strictly between 0 and 1, e.g. 0.5. Received: threshold={threshold!r}"
         )
     return float(threshold)
+
+
+def decide(probabilities, threshold=DEFAULT_THRESHOLD):
+    """The one decision rule of catsdogs: the predicted class index of each probability row.
+
+    Two classes: class 1 when its probability is at least `threshold`, else class 0.
+    More classes: the most probable class (the threshold does not apply).
+
+    Args:
+        probabilities: one row (classes,) or rows (n, classes) of class probabilities.
+        threshold: the decision threshold on P(class 1), for two classes.
+
+    Returns:
+        An int array of class indices, shaped like the rows (a 0-d array for one row).
+    """
+    probabilities = numpy.asarray(probabilities)
+    if probabilities.shape[-1] == 2:
+        return (probabilities[..., 1] >= threshold).astype(int)
+    return numpy.argmax(probabilities, axis=-1)
 
 
 class Predictor:
@@ -110,7 +125,7 @@ class Predictor:
         run_dir = RunDir.open(path)
         config = config_from_dict(run_dir.read_config())
         return cls(
-            run_dir.load_model(),
+            load_model(run_dir.model_path),
             class_names=run_dir.read_labels(),
             image_size=config.data.image_size,
             threshold=threshold,
@@ -136,8 +151,7 @@ class Predictor:
             CatsdogsError: (an `images.ImageError` for bad image data) when the image cannot be used.
             OSError: when a path cannot be read.
         """
-        from catsdogs.data.dataset import decode_and_resize
-        from catsdogs.images import clean_image_bytes
+        from catsdogs.images import clean_image_bytes, decode_and_resize
 
         if isinstance(image, (str, Path)):
             data = Path(image).read_bytes()
@@ -200,10 +214,7 @@ class Predictor:
         ]
 
     def _to_prediction(self, source, probabilities):
-        if len(self.class_names) == 2:
-            index = 1 if probabilities[1] >= self.threshold else 0
-        else:
-            index = int(numpy.argmax(probabilities))
+        index = int(decide(probabilities, self.threshold))
         return Prediction(
             source,
             label=self.class_names[index],
@@ -245,97 +256,3 @@ def _encode_png(image):
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def expand_inputs(patterns):
-    """Expand files, folders (recursively) and glob patterns, keeping the order they were given in.
-
-    Args:
-        patterns: paths or glob patterns (`photos/*.jpg`, `photos/**/*.png`).
-
-    Returns:
-        A list whose items are file paths (str), without repeats, or a `Prediction`
-        error row in the place of a pattern that names nothing.
-    """
-    entries, seen = [], set()
-    for pattern in map(str, patterns):
-        if Path(pattern).exists():
-            matches = [pattern]
-        else:
-            matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else []
-        if not matches:
-            reason = "no file matches this pattern" if glob.has_magic(pattern) else "no such file or folder"
-            entries.append(Prediction(pattern, error=reason))
-        for match in matches:
-            for path in _files_under(Path(match)):
-                if path not in seen:
-                    seen.add(path)
-                    entries.append(path)
-    return entries
-
-
-def _files_under(path):
-    if not path.is_dir():
-        return [str(path)]
-    files = []
-    for child in sorted(path.rglob("*")):
-        hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
-        if child.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS and not hidden:
-            files.append(str(child))
-    return files
-
-
-def predict_files(predictor, patterns):
-    """Predict every file that `patterns` name; what cannot be read becomes an error row.
-
-    Returns:
-        A list of `Prediction` in the order of `patterns`, with an error row where a pattern named nothing.
-    """
-    entries = expand_inputs(patterns)
-    files = [entry for entry in entries if isinstance(entry, str)]
-    predictions = iter(predictor.predict(files, sources=files))
-    return [next(predictions) if isinstance(entry, str) else entry for entry in entries]
-
-
-def format_predictions(predictions, *, output_format="table"):
-    """Render predictions as an aligned text table, CSV (one column per class probability) or JSON."""
-    if output_format == "json":
-        import json
-
-        rows = [
-            {
-                "file": p.source,
-                "label": p.label,
-                "probability": p.probability,
-                "probabilities": p.probabilities,
-                "error": p.error,
-            }
-            for p in predictions
-        ]
-        return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
-    if output_format == "csv":
-        import csv
-
-        class_names = next((list(p.probabilities) for p in predictions if p.probabilities), [])
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["file", "label", "probability", *[f"probability_{name}" for name in class_names], "error"])
-        for p in predictions:
-            per_class = [f"{p.probabilities[name]:.6f}" if p.probabilities else "" for name in class_names]
-            writer.writerow(
-                [
-                    p.source,
-                    p.label or "",
-                    "" if p.probability is None else f"{p.probability:.6f}",
-                    *per_class,
-                    p.error or "",
-                ]
-            )
-        return buffer.getvalue()
-    if output_format == "table":
-        rows = [("file", "label", "probability")] + [
-            (p.source, p.label, f"{p.probability:.4f}") if p.ok else (p.source, "ERROR", p.error) for p in predictions
-        ]
-        widths = [max(len(row[column]) for row in rows) for column in range(2)]
-        return "".join(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}\n" for row in rows)
-    raise CatsdogsError(f"Unknown output format. Choose table, csv or json. Received: output_format={output_format!r}")

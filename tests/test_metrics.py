@@ -6,8 +6,8 @@ import numpy
 import pytest
 from sklearn import metrics
 
-from catsdogs import evaluation
 from catsdogs.errors import CatsdogsError
+from catsdogs.evaluation import metrics as evaluation
 
 CLASS_NAMES = ("cats", "dogs")
 

@@ -10,10 +10,8 @@ import math
 import keras
 from keras import ops
 
+from catsdogs.choices import OPTIMIZERS, SCHEDULES
 from catsdogs.errors import CatsdogsError
-
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
-SCHEDULES = ("constant", "cosine", "one_cycle")
 
 
 @keras.saving.register_keras_serializable(package="catsdogs")

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import keras
 
-from catsdogs.callbacks import MONITOR, LogLearningRate, build_callbacks
+from catsdogs.choices import DEFAULT_BATCH_SIZE
 from catsdogs.data.dataset import list_images
+from catsdogs.models.saving import load_committed_checkpoint
 from catsdogs.models.transfer import freeze_backbone
-from catsdogs.optimizers import build_learning_rate, build_optimizer
 from catsdogs.runs import STATUS_FITTED
-from catsdogs.transfer_training import (
+from catsdogs.training.callbacks import MONITOR, LogLearningRate, build_callbacks
+from catsdogs.training.optimizers import build_learning_rate, build_optimizer
+from catsdogs.training.transfer import (
     cut_tensor,
     features_dataset,
     fine_tuning_model,
@@ -99,7 +101,7 @@ def fit_transfer(
             flip_train=train_config.feature_flip,
             cache=open_feature_cache(data_dir, run_dir.path),
             engine=train_config.feature_engine,
-            batch_size=32,
+            batch_size=DEFAULT_BATCH_SIZE,
         )
         summary["feature_seconds"] = round(time.monotonic() - extraction_started, 2)
         logger.info(
@@ -217,7 +219,7 @@ def _fit_head(model, run_dir, datasets, features, train_config, *, num_classes, 
     history = _fit(
         fit_model, train_data, validation_data, epochs=train_config.epochs, callbacks=callbacks, verbose=verbose
     )
-    checkpoint = run_dir.load_checkpoint() if train_config.checkpoint else None
+    checkpoint = load_committed_checkpoint(run_dir) if train_config.checkpoint else None
     if checkpoint is not None:
         fit_model.set_weights(checkpoint.get_weights())
     if fit_model is not model:

@@ -1,0 +1,41 @@
+"""The allowed values of every choice, and the documented defaults: one owner for each.
+
+`config` checks config files against these tuples; the modules that implement
+a choice (prepare's split modes, the optimizers, the feature engines) check
+their own arguments against the same tuples without reading a `Config`, so
+`data`, `models` and `training` stay free of the config. Default values live
+in `default_config.toml` alone; `default("predict.threshold")` reads one.
+"""
+
+import functools
+import tomllib
+from importlib import resources
+
+SPLITS = ("train", "validation", "test")
+EVALUATION_SPLITS = ("test", "validation")
+SPLIT_MODES = ("numbers", "fraction", "all")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+SCHEDULES = ("constant", "cosine", "one_cycle")
+FEATURE_ENGINES = ("auto", "onnxruntime", "keras")
+PRECISIONS = ("float32", "mixed_bfloat16")
+OUTPUT_FORMATS = ("table", "csv", "json")
+
+
+def default_config_text() -> str:
+    """Return the documented default config file, as shipped with the package."""
+    return resources.files("catsdogs").joinpath("default_config.toml").read_text(encoding="utf-8")
+
+
+@functools.cache
+def _defaults():
+    return tomllib.loads(default_config_text())
+
+
+def default(key: str):
+    """Return the documented default of one config key, e.g. `default("predict.batch_size")` -> 32."""
+    section, name = key.split(".")
+    return _defaults()[section][name]
+
+
+DEFAULT_THRESHOLD = default("predict.threshold")
+DEFAULT_BATCH_SIZE = default("predict.batch_size")
