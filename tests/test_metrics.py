@@ -127,3 +127,17 @@ def test_auc_is_none_when_a_class_is_missing():
     predictions = evaluation.SplitPredictions("test", labels=[1, 1], probabilities=[0.6, 0.9], class_names=CLASS_NAMES)
     result = evaluation.evaluate_predictions(predictions)
     assert result["roc_auc"] is None and math.isfinite(result["log_loss"])
+
+
+def test_one_decision_rule_for_metrics_and_predictions():
+    from catsdogs.inference import decide
+
+    binary = numpy.array([[0.6, 0.4], [0.5, 0.5], [0.2, 0.8]])
+    assert decide(binary, 0.5).tolist() == [0, 1, 1]
+    assert decide(binary, 0.45).tolist() == [0, 1, 1]
+    assert decide(binary, 0.9).tolist() == [0, 0, 0]
+    assert int(decide(binary[0], 0.3)) == 1
+    three = numpy.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])
+    assert decide(three, 0.99).tolist() == [1, 0]  # The threshold does not apply to more classes.
+    predictions = evaluation.SplitPredictions("test", [0, 1, 1], binary, CLASS_NAMES)
+    assert evaluation.predicted_labels(predictions, 0.45).tolist() == decide(binary, 0.45).tolist()
