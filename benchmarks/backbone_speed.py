@@ -107,7 +107,7 @@ def main(argv=None):
     tensorflow.config.threading.set_inter_op_parallelism_threads(1)
     import onnxruntime
 
-    from catsdogs.models.efficientnet_lite import pretrained_efficientnet_lite0
+    from catsdogs.models.lite_weights import pretrained_efficientnet_lite0
 
     print("== EfficientNet-Lite0 forward throughput ==")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")

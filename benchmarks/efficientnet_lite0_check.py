@@ -148,7 +148,7 @@ def run_reference(reference_python, pixels):
 
 def class_group(class_id):
     """Describe an ImageNet class id as dog, domestic cat, wild cat or other."""
-    from catsdogs.models.efficientnet_lite import IMAGENET_CAT_NAMES, IMAGENET_DOG_CLASSES
+    from catsdogs.inference.zero_shot import IMAGENET_CAT_NAMES, IMAGENET_DOG_CLASSES
 
     if class_id in IMAGENET_DOG_CLASSES:
         return "dog"
@@ -208,13 +208,8 @@ def main(argv=None):
     import tensorflow
     from sklearn.linear_model import LogisticRegression
 
-    from catsdogs.models.efficientnet_lite import (
-        ZERO_SHOT_MAPPINGS,
-        default_cache_dir,
-        lite0_weights_path,
-        pretrained_efficientnet_lite0,
-        zero_shot_cat_dog,
-    )
+    from catsdogs.inference.zero_shot import ZERO_SHOT_MAPPINGS, zero_shot_cat_dog
+    from catsdogs.models.lite_weights import default_cache_dir, lite0_weights_path, pretrained_efficientnet_lite0
     from catsdogs.models.torch_legacy import read_legacy_state_dict
 
     tensorflow.config.threading.set_intra_op_parallelism_threads(2)

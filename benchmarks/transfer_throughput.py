@@ -68,7 +68,7 @@ def reference_worker(paths_file, output_file, repeats):
 
 def throughput(arguments):
     """Print photos/s (median of repeats) for each engine on the same photos."""
-    from catsdogs.models.efficientnet_lite import pretrained_efficientnet_lite0
+    from catsdogs.models.lite_weights import pretrained_efficientnet_lite0
     from catsdogs.training.features import FeatureExtractor, extract
     from machine import load_average
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from catsdogs.errors import CatsdogsError
-from catsdogs.models import available_models, build_model, model_entry
+from catsdogs.models import available_models, build_model, classifier_head, model_entry, register, unregister
 from catsdogs.models.saving import load_model, save_model
 
 TINY_SHAPE = (32, 32, 3)
@@ -51,6 +51,41 @@ def test_unknown_model_suggests_a_name():
 def test_missing_weights_file_is_refused(tmp_path):
     with pytest.raises(CatsdogsError, match="weights file does not exist"):
         build_model("seed_cnn", input_shape=TINY_SHAPE, num_classes=2, weights=str(tmp_path / "missing.weights.h5"))
+
+
+def test_a_builder_is_registered_and_unregistered_through_the_public_api():
+    received = {}
+
+    def build_stand_in(*, input_shape, num_classes, dropout_rate, weights):
+        """A stand-in: pooled pixels under the classifier head."""
+        received.update(dropout_rate=dropout_rate, weights=weights)
+        inputs = keras.Input(shape=input_shape)
+        pooled = keras.layers.GlobalAveragePooling2D(name="pool")(inputs)
+        return keras.Model(inputs, classifier_head(pooled, num_classes=num_classes), name="stand_in")
+
+    assert register("stand_in_net", last_conv_layer="pool")(build_stand_in) is build_stand_in
+    try:
+        assert "stand_in_net" in available_models()
+        entry = model_entry("stand_in_net")
+        assert (entry.builder, entry.pretrained, entry.last_conv_layer) == (build_stand_in, False, "pool")
+        assert entry.description == "A stand-in: pooled pixels under the classifier head."
+        # A family without pretrained weights receives None even when the config asks for ImageNet.
+        model = build_model("stand_in_net", input_shape=TINY_SHAPE, num_classes=3, dropout_rate=0.1, weights="imagenet")
+        assert model.output.shape == (None, 3) and received == {"dropout_rate": 0.1, "weights": None}
+    finally:
+        unregister("stand_in_net")
+    assert "stand_in_net" not in available_models()
+    with pytest.raises(CatsdogsError, match="Unknown model"):
+        model_entry("stand_in_net")
+    with pytest.raises(CatsdogsError, match="Received: name=stand_in_net"):
+        unregister("stand_in_net")
+
+
+def test_a_second_builder_cannot_take_a_registered_name():
+    available_models()  # Imports the families, so that seed_cnn is registered.
+    with pytest.raises(CatsdogsError, match="Two model builders claim the same name"):
+        register("seed_cnn")(lambda **kwargs: None)
+    assert model_entry("seed_cnn").builder.__name__ != "<lambda>"
 
 
 # Pretrained backbones (ResNet50, Xception, ...) take seconds each to build, save and load,

