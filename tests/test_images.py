@@ -152,6 +152,33 @@ def test_bad_file_fails_with_its_reason(make_image_bytes, reason):
     assert str(caught.value).endswith(f"Received: reason={reason}")
 
 
+# A supported format's signature followed by zeros: the format is known, its data is broken.
+_BROKEN_BODY = bytes(400)
+BROKEN_FILES = {
+    "JPEG": b"\xff\xd8\xff" + _BROKEN_BODY,
+    "PNG": b"\x89PNG\r\n\x1a\n" + _BROKEN_BODY,
+    "GIF": b"GIF89a" + _BROKEN_BODY,
+    "WebP": b"RIFF" + (len(_BROKEN_BODY) + 8).to_bytes(4, "little") + b"WEBPVP8 " + _BROKEN_BODY,
+    "BMP": b"BM" + _BROKEN_BODY,
+}
+
+
+@pytest.mark.parametrize("format_name", list(BROKEN_FILES))
+def test_a_broken_file_of_a_supported_format_is_not_called_unsupported(format_name):
+    with pytest.raises(ImageError) as caught:
+        clean_image_bytes(BROKEN_FILES[format_name], **LIMITS)
+    reason = caught.value.reason
+    assert reason.startswith(f"not a valid {format_name}: ") and len(reason) > len(f"not a valid {format_name}: ")
+    assert "unsupported" not in reason and "not identified by this driver" not in reason
+    assert str(caught.value).endswith(f"Received: reason={reason}")
+
+
+def test_a_broken_jpeg_says_what_the_decoder_found():
+    with pytest.raises(ImageError) as caught:
+        clean_image_bytes(BROKEN_FILES["JPEG"], **LIMITS)
+    assert caught.value.reason == "not a valid JPEG: no image header found"
+
+
 def test_truncated_webp_is_reported_as_truncated():
     pixels = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     data = encode(Image.fromarray(pixels), "WEBP")

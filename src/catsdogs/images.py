@@ -32,6 +32,11 @@ PHOTO_EXTENSIONS = (*TRAINING_EXTENSIONS, ".webp", ".tif", ".tiff", ".jfif")
 # Pillow's JPEG opener also returns MPO files (a camera JPEG followed by more
 # frames) under their own format name; they are accepted and normalised.
 _FORMAT_NAMES = {"JPEG": "jpeg", "MPO": "mpo", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}
+# How a broken file of a supported format is named in its reason: "not a valid WebP: ...".
+# An MPO is a camera JPEG with more frames, so a broken one is a broken JPEG to the user.
+_DISPLAY_NAMES = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "GIF": "GIF", "WEBP": "WebP", "BMP": "BMP"}
+# Pillow's words for "the signature matched but no image header followed", which mean nothing to a user.
+_GENERIC_OPEN_FAILURE = "not identified by this driver"
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _WHITE = (255, 255, 255, 255)
@@ -43,11 +48,13 @@ _PNG_COMPRESS_LEVEL = 1
 class ImageError(CatsdogsError):
     """An image that cannot be used, with a short machine-usable `reason`.
 
-    `reason` is one of "empty file", "truncated", "not an image", "corrupt",
-    "unsupported format: NAME", "too many pixels: WxH" or "too small: WxH".
+    `reason` is one of "empty file", "truncated", "not an image", "not a valid
+    FORMAT: DECODER MESSAGE" (a supported format whose data does not decode),
+    "corrupt" (a broken file whose format is unknown), "unsupported format: NAME",
+    "too many pixels: WxH" or "too small: WxH".
     """
 
-    def __init__(self, reason, detail=""):
+    def __init__(self, reason: str, detail: str = "") -> None:
         self.reason = reason
         message = (
             f"The image cannot be used: {reason}{' (' + detail + ')' if detail else ''}. "
@@ -114,7 +121,7 @@ def clean_image_bytes(data, *, max_pixels, min_side):
         try:
             image.load()
         except Exception as error:
-            raise _decode_error(error, data) from None
+            raise _decode_error(error, data, image.format) from None
         source_format = image.format
         orientation = _orientation(image)
         if source_format == "JPEG" and image.mode == "RGB" and orientation == 1:
@@ -123,7 +130,7 @@ def clean_image_bytes(data, *, max_pixels, min_side):
             return _normalise(image, source_format, orientation)
         except Exception as error:
             # A mode or frame Pillow cannot convert is a bad file, not a crash of the whole run.
-            raise _decode_error(error, data) from None
+            raise _decode_error(error, data, source_format) from None
 
 
 def load_rgb(source, *, max_pixels=50_000_000, min_side=1):
@@ -206,27 +213,60 @@ def _to_rgb(image):
     return image.convert("RGB"), f"{mode.lower()}->rgb"
 
 
-def _unidentified_error(data):
-    # Name the format when Pillow knows it but we do not accept it, e.g. TIFF.
-    # Only the plugins' cheap signature checks run here, never a full parse.
+def _signature_format(data):
+    """Return the Pillow format whose file signature `data` starts with, or None.
+
+    Only the plugins' cheap signature checks run here, never a full parse.
+    """
     Image.init()
     prefix = data[:16]
     for format_name in Image.ID:
         _, accept = Image.OPEN[format_name]
         try:
             if accept is not None and accept(prefix):
-                return ImageError(f"unsupported format: {format_name}")
+                return format_name
         except Exception:
             continue
-    return ImageError("not an image")
+    return None
 
 
-def _decode_error(error, data):
+def _unidentified_error(data):
+    # Pillow found no format that opens the file. Its signature tells the user more: a format we
+    # do not accept (e.g. TIFF), a format we accept whose data is broken, or not an image at all.
+    format_name = _signature_format(data)
+    if format_name is None:
+        return ImageError("not an image")
+    if format_name not in _DISPLAY_NAMES:
+        return ImageError(f"unsupported format: {format_name}")
+    return _invalid_error(format_name, _open_failure(format_name, data))
+
+
+def _open_failure(format_name, data):
+    """Return the message of the format's own opener on `data`: why Pillow did not identify it."""
+    factory, _ = Image.OPEN[format_name]
+    try:
+        factory(io.BytesIO(data), "").close()
+    except Exception as error:
+        message = str(error)
+        return "no image header found" if message == _GENERIC_OPEN_FAILURE else message
+    # The opener succeeded alone, so only the combined open failed; there is nothing more specific to say.
+    return "no image header found"
+
+
+def _invalid_error(format_name, message):
+    return ImageError(f"not a valid {_DISPLAY_NAMES[format_name]}: {message}")
+
+
+def _decode_error(error, data, format_name=None):
     message = str(error)
     if isinstance(error, EOFError) or "truncated" in message.lower() or _shorter_than_declared(data):
         return ImageError("truncated", message)
     if isinstance(error, Image.DecompressionBombError):
         return ImageError("too many pixels", message)
+    # The header may have been too broken to open, so the signature names the format then.
+    format_name = format_name or _signature_format(data)
+    if format_name in _DISPLAY_NAMES:
+        return _invalid_error(format_name, message or type(error).__name__)
     return ImageError("corrupt", f"{type(error).__name__}: {message}")
 
 
