@@ -6,8 +6,12 @@ applies) and then `images.decode_and_resize`. A bad image never stops a
 batch: it comes back as a `Prediction` with `error` set.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import io
+import typing
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy
@@ -15,6 +19,14 @@ import numpy
 from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD
 from catsdogs.errors import CatsdogsError
 from catsdogs.models.saving import load_model
+
+if typing.TYPE_CHECKING:
+    import keras
+    import numpy.typing
+    from PIL import Image
+
+    # One image as `load_image` and `predict` accept it: a path, the file's bytes, a PIL image or pixels.
+    ImageInput = str | Path | bytes | bytearray | memoryview | Image.Image | numpy.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,14 +48,14 @@ class Prediction:
     error: str | None = None
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.error is None
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def check_threshold(threshold):
+def check_threshold(threshold: float) -> float:
     """Return `threshold` as a float if it lies strictly between 0 and 1, else raise CatsdogsError."""
     if not isinstance(threshold, (int, float)) or not 0.0 < float(threshold) < 1.0:
         raise CatsdogsError(
@@ -52,7 +64,7 @@ def check_threshold(threshold):
     return float(threshold)
 
 
-def decide(probabilities, threshold=DEFAULT_THRESHOLD):
+def decide(probabilities: numpy.typing.ArrayLike, threshold: float = DEFAULT_THRESHOLD) -> numpy.ndarray:
     """The one decision rule of catsdogs: the predicted class index of each probability row.
 
     Two classes: class 1 when its probability is at least `threshold`, else class 0.
@@ -75,7 +87,7 @@ class Predictor:
     """A loaded model with its class names and image settings, ready to label images.
 
     Args:
-        model: a `keras.Model` taking raw pixels (batch, height, width, 3) in 0..255.
+        model: the Keras model, taking raw pixels (batch, height, width, 3) in 0..255.
         class_names: class names in label order.
         image_size: (height, width) the model was trained on.
         threshold: for two classes, the probability of the second class at or above
@@ -89,16 +101,16 @@ class Predictor:
 
     def __init__(
         self,
-        model,
+        model: keras.Model,
         *,
-        class_names,
-        image_size,
-        threshold=DEFAULT_THRESHOLD,
-        max_pixels=50_000_000,
-        min_side=32,
-        batch_size=DEFAULT_BATCH_SIZE,
-        test_time_augmentation=False,
-    ):
+        class_names: Sequence[str],
+        image_size: Sequence[int],
+        threshold: float = DEFAULT_THRESHOLD,
+        max_pixels: int = 50_000_000,
+        min_side: int = 32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        test_time_augmentation: bool = False,
+    ) -> None:
         self.model = model
         self.test_time_augmentation = bool(test_time_augmentation)
         self.class_names = list(class_names)
@@ -110,8 +122,13 @@ class Predictor:
 
     @classmethod
     def from_run_dir(
-        cls, path, *, threshold=DEFAULT_THRESHOLD, batch_size=DEFAULT_BATCH_SIZE, test_time_augmentation=None
-    ):
+        cls,
+        path: str | Path,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        test_time_augmentation: bool | None = None,
+    ) -> Predictor:
         """Load a run folder's verified model, labels and image settings.
 
         `test_time_augmentation` None takes the run config's `model.test_time_augmentation`.
@@ -137,12 +154,12 @@ class Predictor:
             else test_time_augmentation,
         )
 
-    def load_image(self, image):
+    def load_image(self, image: ImageInput) -> numpy.ndarray:
         """Normalise and resize one image exactly as training does.
 
         Args:
-            image: a path (str or Path), the file's bytes, a PIL image, or an array
-                (height, width[, channels]) of pixels in 0..255.
+            image: a path, the file's bytes, a PIL image, or pixels (height, width[, channels])
+                in 0..255.
 
         Returns:
             A uint8 array (height, width, 3) at the model's image size.
@@ -162,7 +179,9 @@ class Predictor:
         clean = clean_image_bytes(data, max_pixels=self.max_pixels, min_side=self.min_side)
         return decode_and_resize(clean.data, self.image_size).numpy()
 
-    def predict(self, images, *, sources=None):
+    def predict(
+        self, images: ImageInput | Sequence[ImageInput], *, sources: Sequence[str] | None = None
+    ) -> list[Prediction]:
         """Label images in batches; a bad image gives an error row, never an exception.
 
         Args:
@@ -183,7 +202,7 @@ class Predictor:
             )
         return predictions
 
-    def predict_pixels(self, pixels):
+    def predict_pixels(self, pixels: numpy.typing.ArrayLike) -> numpy.ndarray:
         """Return class probabilities (n, classes) for already resized pixels (n, height, width, 3)."""
         pixels = numpy.asarray(pixels, dtype=numpy.float32)
         output = numpy.asarray(self.model.predict_on_batch(pixels), dtype=numpy.float64)
