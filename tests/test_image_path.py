@@ -11,7 +11,7 @@ from PIL import Image
 from catsdogs.data.dataset import list_images, make_dataset
 from catsdogs.data.prepare import prepare_dataset
 from catsdogs.inference import Predictor
-from helpers import make_untrained_run
+from fake_runs import make_data, make_run, untrained_seed_cnn
 
 
 def _photo(seed, size=(40, 56)):
@@ -47,7 +47,9 @@ def _odd_files(offset):
 
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
-    return Predictor.from_run_dir(make_untrained_run(tmp_path_factory.mktemp("runs"), "pixels"))
+    root = tmp_path_factory.mktemp("runs")
+    run = make_run(root, make_data(root, per_class=1), name="pixels", model_name="seed_cnn", model=untrained_seed_cnn())
+    return Predictor.from_run_dir(run.path)
 
 
 def test_prepare_then_pipeline_equals_predict_for_every_kind_of_photo(tmp_path, predictor):
@@ -92,3 +94,32 @@ def test_prepare_then_pipeline_equals_predict_for_every_kind_of_photo(tmp_path, 
             np.testing.assert_array_equal(predictor.load_image(original), pixels, err_msg=destination)
             checked += 1
     assert checked == len(files)
+
+
+def test_prepare_and_predict_give_a_broken_photo_the_same_reason(tmp_path, predictor):
+    source = tmp_path / "source"
+    for offset, class_name in enumerate(("cats", "dogs")):
+        (source / class_name).mkdir(parents=True)
+        (source / class_name / "plain.jpg").write_bytes(_odd_files(10 * offset)["plain.jpg"])
+    # A JPEG signature with a broken body: a known format whose data does not decode.
+    broken = b"\xff\xd8\xff" + bytes(400)
+    (source / "cats" / "broken.jpg").write_bytes(broken)
+    prepare_dataset(
+        source,
+        tmp_path / "data",
+        class_names=["cats", "dogs"],
+        split="all",
+        train_per_class=1,
+        validation_per_class=1,
+        test_per_class=0,
+        validation_fraction=0.2,
+        test_fraction=0.2,
+        seed=0,
+        max_pixels=10_000_000,
+        min_side=8,
+        progress=False,
+    )
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    (quarantined,) = [entry for entry in manifest["files"] if entry["status"] == "quarantined"]
+    (predicted,) = predictor.predict([broken])
+    assert quarantined["reason"] == predicted.error == "not a valid JPEG: no image header found"

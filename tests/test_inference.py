@@ -12,13 +12,16 @@ from catsdogs.errors import CatsdogsError
 from catsdogs.images import decode_and_resize
 from catsdogs.inference import Predictor, expand_inputs, format_predictions, predict_files
 from catsdogs.runs import RunDir
-from helpers import make_untrained_run, synthetic_image
+from fake_runs import make_data, make_run, synthetic_image, untrained_seed_cnn
 
 
 @pytest.fixture(scope="module")
 def run_path(tmp_path_factory):
     """A run folder with an untrained seed CNN: predictions need a model, not a good one."""
-    return make_untrained_run(tmp_path_factory.mktemp("runs"), "tiny")
+    root = tmp_path_factory.mktemp("runs")
+    return make_run(
+        root, make_data(root, per_class=1), name="tiny", model_name="seed_cnn", model=untrained_seed_cnn()
+    ).path
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from catsdogs.inference import Predictor
 from catsdogs.interpret import grad_cam
 from catsdogs.models.saving import load_model
 from catsdogs.training import train
-from helpers import make_data_dir, tiny_config
+from fake_runs import make_data_dir, tiny_config
 
 
 @pytest.fixture(scope="module")

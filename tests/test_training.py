@@ -14,7 +14,7 @@ from catsdogs.errors import CatsdogsError
 from catsdogs.models.saving import load_committed_checkpoint, load_model
 from catsdogs.runs import STATUS_FINISHED, RunDir
 from catsdogs.training import train
-from helpers import make_data_dir, tiny_config
+from fake_runs import make_data_dir, tiny_config
 
 
 @pytest.fixture(scope="module")

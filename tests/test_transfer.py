@@ -17,7 +17,7 @@ from catsdogs.models.efficientnet_lite import zero_shot_cat_dog
 from catsdogs.models.saving import load_model, save_model
 from catsdogs.models.transfer import backbone_of, build_head, is_transfer_model, unfreeze_top_blocks
 from catsdogs.training.transfer import cut_tensor, fine_tuning_model
-from helpers import make_data_dir, tiny_config
+from fake_runs import make_data_dir, tiny_config
 from tiny_backbones import tiny_transfer_model
 
 TRANSFER_MODELS = ("efficientnet_lite0", "vgg16", "mobilenet_v2", "efficientnet_b0", "xception", "resnet50")
