@@ -94,7 +94,7 @@ def choose(arguments):
     """Image size, flipped features, dropout and fine-tuning length, all judged on validation."""
     from catsdogs.data.dataset import list_images
     from catsdogs.training.features import FeatureCache, FeatureExtractor, cached_features
-    from catsdogs.training.transfer import extraction_model
+    from catsdogs.training.transfer_features import extraction_model
 
     data_dir = WORK / "seed"
     if not (data_dir / "manifest.json").is_file():
@@ -167,7 +167,8 @@ def choose_fine_tuning(arguments, features, labels):
 
     from catsdogs.models import build_model
     from catsdogs.models.transfer import build_head
-    from catsdogs.training.transfer import cut_tensor, fine_tuning_model, fine_tuning_optimizer
+    from catsdogs.training.transfer import fine_tuning_model, fine_tuning_optimizer
+    from catsdogs.training.transfer_features import cut_tensor
 
     size = arguments.detail_size
     print(
@@ -277,8 +278,7 @@ def demo(arguments):
 def zero_shot(arguments):
     """Zero-shot accuracy of the ImageNet model; the mapping is chosen on validation."""
     from catsdogs.data.dataset import list_images
-    from catsdogs.inference.zero_shot import ZeroShotPredictor
-    from catsdogs.models.efficientnet_lite import ZERO_SHOT_MAPPINGS, zero_shot_cat_dog
+    from catsdogs.inference.zero_shot import ZERO_SHOT_MAPPINGS, ZeroShotPredictor, zero_shot_cat_dog
 
     data_dir = WORK / "seed"
     if not (data_dir / "manifest.json").is_file():

@@ -8,7 +8,7 @@ import pytest
 from catsdogs.data.dataset import list_images
 from catsdogs.models.transfer import feature_extractor
 from catsdogs.training.features import FeatureCache, FeatureExtractor, cached_features, extract
-from catsdogs.training.transfer import cut_tensor, extraction_model, load_split_features
+from catsdogs.training.transfer_features import cut_tensor, extraction_model, load_split_features
 from fake_runs import make_data_dir
 from tiny_backbones import tiny_transfer_model
 

@@ -193,3 +193,24 @@ def test_a_loss_stuck_at_ln_2_is_reported(caplog):
     with caplog.at_level("WARNING", logger="catsdogs.training"):
         _warn_if_stuck_at_chance({"loss": [0.70, 0.69, 0.66, 0.61]}, num_classes=2)
     assert caplog.text == ""
+
+
+def test_train_without_a_terminal_prints_one_plain_line_per_epoch(data_dir, tmp_path, capsys, monkeypatch):
+    import logging
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    # The handler `catsdogs train` installs: INFO and above, to stderr, with its prefix.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("catsdogs train: %(message)s"))
+    logging.getLogger("catsdogs").addHandler(handler)
+    try:
+        train(tiny_config(epochs=3), data_dir, runs_dir=tmp_path, run_name="plain")
+    finally:
+        logging.getLogger("catsdogs").removeHandler(handler)
+    captured = capsys.readouterr()
+    for control in ("\r", "\x08", "\x1b"):
+        assert control not in captured.out and control not in captured.err
+    epoch_lines = [line for line in captured.err.splitlines() if line.startswith("catsdogs train: Epoch ")]
+    assert [line.split(":")[1] for line in epoch_lines] == [" Epoch 1", " Epoch 2", " Epoch 3"]
+    assert all("val_loss " in line and "learning_rate " in line for line in epoch_lines)

@@ -7,18 +7,22 @@ import keras
 import numpy as np
 import pytest
 
-from catsdogs import models
 from catsdogs.cli import main
 from catsdogs.errors import CatsdogsError
 from catsdogs.inference import Predictor
-from catsdogs.inference.zero_shot import ZERO_SHOT_NOTE, ZeroShotPredictor, dog_probability_from_logits
+from catsdogs.inference.zero_shot import (
+    ZERO_SHOT_NOTE,
+    ZeroShotPredictor,
+    dog_probability_from_logits,
+    zero_shot_cat_dog,
+)
 from catsdogs.models import build_model, model_entry
-from catsdogs.models.efficientnet_lite import zero_shot_cat_dog
 from catsdogs.models.saving import load_model, save_model
 from catsdogs.models.transfer import backbone_of, build_head, is_transfer_model, unfreeze_top_blocks
-from catsdogs.training.transfer import cut_tensor, fine_tuning_model
+from catsdogs.training.transfer import fine_tuning_model
+from catsdogs.training.transfer_features import cut_tensor
 from fake_runs import make_data_dir, tiny_config
-from tiny_backbones import tiny_transfer_model
+from tiny_backbones import build_tiny_transfer, registered, tiny_transfer_model
 
 TRANSFER_MODELS = ("efficientnet_lite0", "vgg16", "mobilenet_v2", "efficientnet_b0", "xception", "resnet50")
 TINY_SHAPE = (32, 32, 3)
@@ -168,18 +172,15 @@ def test_predict_without_a_run_folder_uses_the_zero_shot_model(tmp_path, monkeyp
     assert [row.split()[1] for row in rows[2:]] == ["dogs", "dogs"]
 
 
-def test_transfer_training_on_cached_features_with_fine_tuning(tmp_path, monkeypatch):
-    monkeypatch.setitem(
-        models._REGISTRY,
-        "tiny_transfer",
-        models.ModelEntry(
-            name="tiny_transfer",
-            builder=lambda **kwargs: tiny_transfer_model(input_shape=kwargs["input_shape"]),
-            pretrained=True,
-            last_conv_layer="backbone/top_activation",
-            description="test stand-in",
-        ),
-    )
+@pytest.fixture
+def tiny_transfer_registered():
+    """Register the tiny stand-in backbone as "tiny_transfer" for one test, through the registry's public API."""
+    with registered("tiny_transfer", build_tiny_transfer, pretrained=True, last_conv_layer="backbone/top_activation"):
+        yield "tiny_transfer"
+
+
+@pytest.mark.usefixtures("tiny_transfer_registered")
+def test_transfer_training_on_cached_features_with_fine_tuning(tmp_path):
     from catsdogs.training import train
 
     data_dir = make_data_dir(tmp_path / "data", counts={"train": 6, "validation": 4, "test": 4})
@@ -205,18 +206,8 @@ def test_transfer_training_on_cached_features_with_fine_tuning(tmp_path, monkeyp
     assert {path: path.stat().st_mtime_ns for path in (data_dir / ".cache" / "features").glob("*.npz")} == before
 
 
-def test_transfer_training_with_augmentation_runs_the_frozen_backbone_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.setitem(
-        models._REGISTRY,
-        "tiny_transfer",
-        models.ModelEntry(
-            name="tiny_transfer",
-            builder=lambda **kwargs: tiny_transfer_model(input_shape=kwargs["input_shape"]),
-            pretrained=True,
-            last_conv_layer="backbone/top_activation",
-            description="test stand-in",
-        ),
-    )
+@pytest.mark.usefixtures("tiny_transfer_registered")
+def test_transfer_training_with_augmentation_runs_the_frozen_backbone_end_to_end(tmp_path):
     from catsdogs.training import train
 
     data_dir = make_data_dir(tmp_path / "data", counts={"train": 4, "validation": 2})

@@ -9,6 +9,8 @@ so a backup always describes an epoch whose other files are already complete.
 import dataclasses
 import logging
 import math
+import numbers
+import time
 
 import keras
 
@@ -103,24 +105,11 @@ class RestoreCallbackState(keras.callbacks.Callback):
         logger.info("Resumed callback state: best %s %.5f at epoch %d", MONITOR, best, best_index + 1)
 
 
-def build_callbacks(
-    run_dir,
-    *,
-    checkpoint=True,
-    early_stopping=True,
-    early_stopping_patience=10,
-    reduce_lr=True,
-    reduce_lr_factor=0.2,
-    reduce_lr_patience=5,
-    min_learning_rate=1e-4,
-    tensorboard=False,
-    resume_state=None,
-    extra_callbacks=(),
-):
-    """Build the callback list for `model.fit`, in the order they must run.
+@dataclasses.dataclass(frozen=True)
+class CallbackSettings:
+    """Which of the switchable callbacks run, and their parameters.
 
-    Args:
-        run_dir: the `RunDir` that receives checkpoints, history, backups and logs.
+    Attributes:
         checkpoint: keep the model with the best validation loss (ModelCheckpoint).
         early_stopping: stop after `early_stopping_patience` epochs without improvement,
             restoring the best weights.
@@ -131,15 +120,80 @@ def build_callbacks(
         reduce_lr_patience: see `reduce_lr`.
         min_learning_rate: see `reduce_lr`.
         tensorboard: write TensorBoard logs into the run folder.
+    """
+
+    checkpoint: bool = True
+    early_stopping: bool = True
+    early_stopping_patience: int = 10
+    reduce_lr: bool = True
+    reduce_lr_factor: float = 0.2
+    reduce_lr_patience: int = 5
+    min_learning_rate: float = 1e-4
+    tensorboard: bool = False
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Log one plain line per epoch: its number, every metric and the learning rate, and how long it took.
+
+    At DEBUG the line only reaches the run's log file; at INFO it also reaches the
+    console handler that `catsdogs train` installs, which is how a run whose
+    output is not a terminal reports progress instead of Keras's progress bar.
+
+    Args:
+        level: the logging level of the lines.
+        label: what the line starts with, before the epoch number.
+    """
+
+    # The usual columns first, in the order people read them; anything else follows alphabetically.
+    FIRST_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+
+    def __init__(self, *, level=logging.DEBUG, label="Epoch"):
+        super().__init__()
+        self.level = level
+        self.label = label
+        self._epoch_started = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logged = {
+            name: float(value)
+            for name, value in (logs or {}).items()
+            if isinstance(value, numbers.Real) and not isinstance(value, bool)
+        }
+        names = [name for name in self.FIRST_KEYS if name in logged]
+        names += sorted(name for name in logged if name not in self.FIRST_KEYS)
+        values = ", ".join(f"{name} {logged[name]:.4g}" for name in names)
+        seconds = time.monotonic() - self._epoch_started if self._epoch_started is not None else 0.0
+        total = self.params.get("epochs") if self.params else None
+        position = f"{epoch + 1}/{total}" if total else f"{epoch + 1}"
+        logger.log(self.level, "%s %d: %s (%.1f s, %s)", self.label, epoch + 1, values, seconds, position)
+
+
+def build_callbacks(
+    run_dir,
+    settings: CallbackSettings,
+    *,
+    resume_state: ResumeState | None = None,
+    extra_callbacks=(),
+    epoch_log_level: int = logging.DEBUG,
+) -> tuple[list[keras.callbacks.Callback], dict[str, keras.callbacks.Callback]]:
+    """Build the callback list for `model.fit`, in the order they must run.
+
+    Args:
+        run_dir: the `RunDir` that receives checkpoints, history, backups and logs.
+        settings: which callbacks run, and their parameters.
         resume_state: a `ResumeState` when continuing an interrupted run, else None.
         extra_callbacks: more callbacks, run right after the learning-rate logger.
+        epoch_log_level: the level of the one-line-per-epoch log (see `EpochLogger`).
 
     Returns:
         (callbacks, named): the list for `fit`, and a dict of the switchable ones by name.
     """
     named = {}
     callbacks = [LogLearningRate(), keras.callbacks.TerminateOnNaN(), *extra_callbacks]
-    if checkpoint:
+    if settings.checkpoint:
         run_dir.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         committed = run_dir.committed_checkpoint() if resume_state else None
         named["checkpoint"] = keras.callbacks.ModelCheckpoint(
@@ -150,14 +204,17 @@ def build_callbacks(
             initial_value_threshold=committed[2] if committed else None,
         )
         callbacks += [named["checkpoint"], CommitCheckpoint(run_dir, named["checkpoint"])]
-    if early_stopping:
+    if settings.early_stopping:
         named["early_stopping"] = keras.callbacks.EarlyStopping(
-            monitor=MONITOR, patience=early_stopping_patience, restore_best_weights=True
+            monitor=MONITOR, patience=settings.early_stopping_patience, restore_best_weights=True
         )
         callbacks.append(named["early_stopping"])
-    if reduce_lr:
+    if settings.reduce_lr:
         named["reduce_lr"] = keras.callbacks.ReduceLROnPlateau(
-            monitor=MONITOR, factor=reduce_lr_factor, patience=reduce_lr_patience, min_lr=min_learning_rate
+            monitor=MONITOR,
+            factor=settings.reduce_lr_factor,
+            patience=settings.reduce_lr_patience,
+            min_lr=settings.min_learning_rate,
         )
         callbacks.append(named["reduce_lr"])
     if resume_state is not None and resume_state.epoch > 0:
@@ -168,8 +225,9 @@ def build_callbacks(
         )
     named["history"] = keras.callbacks.CSVLogger(str(run_dir.history_path), append=True)
     callbacks.append(named["history"])
-    callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=_log_epoch))
-    if tensorboard:
+    # Before the backup: a run killed right after a backup has already logged the epoch it backed up.
+    callbacks.append(EpochLogger(level=epoch_log_level))
+    if settings.tensorboard:
         named["tensorboard"] = keras.callbacks.TensorBoard(log_dir=str(run_dir.tensorboard_dir))
         callbacks.append(named["tensorboard"])
     # Keep the backup after training: the run folder removes it only once the final model is saved.
@@ -180,9 +238,24 @@ def build_callbacks(
     return callbacks, named
 
 
-def _log_epoch(epoch, logs):
-    values = ", ".join(
-        f"{name}={value:.6g}" for name, value in sorted((logs or {}).items()) if isinstance(value, float)
-    )
-    # DEBUG: the run log keeps every epoch, while the terminal already shows Keras's progress bar.
-    logger.debug("Epoch %d: %s", epoch + 1, values)
+def fine_tuning_callbacks(
+    run_dir, *, epochs: int, extra_callbacks=(), epoch_log_level: int = logging.DEBUG
+) -> list[keras.callbacks.Callback]:
+    """Build the callback list for fine-tuning, which appends its epochs to the run's history.csv.
+
+    Args:
+        run_dir: the `RunDir` whose history receives the epochs.
+        epochs: fine-tuning epochs; the best of them by validation loss is kept.
+        extra_callbacks: more callbacks, run right after the learning-rate logger.
+        epoch_log_level: the level of the one-line-per-epoch log (see `EpochLogger`).
+    """
+    # The schedule owns the learning rate, so no ReduceLROnPlateau; the best epoch's weights are kept.
+    keep_best = keras.callbacks.EarlyStopping(monitor=MONITOR, patience=epochs, restore_best_weights=True)
+    return [
+        LogLearningRate(),
+        keras.callbacks.TerminateOnNaN(),
+        *extra_callbacks,
+        keep_best,
+        keras.callbacks.CSVLogger(str(run_dir.history_path), append=True),
+        EpochLogger(level=epoch_log_level, label="Fine-tuning epoch"),
+    ]

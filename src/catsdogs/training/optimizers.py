@@ -5,6 +5,7 @@ schedule is a small `LearningRateSchedule` subclass registered with Keras
 serialisation (no Lambda, nothing for `safe_mode` to refuse).
 """
 
+import dataclasses
 import math
 
 import keras
@@ -60,6 +61,38 @@ class OneCycleSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "initial_divisor": self.initial_divisor,
             "final_divisor": self.final_divisor,
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+    """What a training phase's optimizer is made of; `make_optimizer` turns it into a Keras optimizer.
+
+    Attributes:
+        name: "adam", "adamw", "rmsprop" or "sgd".
+        learning_rate: the constant, starting (cosine) or peak (one-cycle) learning rate.
+        schedule: "constant", "cosine" or "one_cycle".
+        weight_decay: weight decay for "adamw".
+        momentum: momentum for "sgd" and "rmsprop".
+    """
+
+    name: str
+    learning_rate: float
+    schedule: str
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+
+    def make_optimizer(self, *, total_steps: int) -> keras.optimizers.Optimizer:
+        """Build the optimizer, its learning rate following `schedule` over `total_steps` optimizer steps.
+
+        Raises:
+            CatsdogsError: for an unknown optimizer name or schedule.
+        """
+        learning_rate = build_learning_rate(
+            schedule=self.schedule, learning_rate=self.learning_rate, total_steps=total_steps
+        )
+        return build_optimizer(
+            self.name, learning_rate=learning_rate, weight_decay=self.weight_decay, momentum=self.momentum
+        )
 
 
 def build_learning_rate(*, schedule, learning_rate, total_steps):

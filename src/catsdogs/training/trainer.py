@@ -1,29 +1,18 @@
-"""`train(config, data_dir)`: build the data and the model, fit with callbacks, fill a run folder.
+"""`train(config, data_dir)`: build the data and the model, fit, and fill a run folder.
 
-Resuming. Every run folder records its resolved config, its data folder and
-its status in run.json. Re-running the same command continues an interrupted
-run instead of starting a new one:
-
-- with `run_name` (`--name NAME`), the folder `runs_dir/NAME` is used; if it
-  holds an unfinished run of the same config and data, training resumes there;
-- without it, the newest unfinished run folder in `runs_dir` with the same
-  resolved config and data folder, whose process is no longer alive on this
-  machine, is resumed; if there is none, a new `<timestamp>-<model>` folder is made;
-- `resume=False` (`--fresh`) always starts a new folder.
-
-BackupAndRestore restores the weights, optimizer state and epoch; history.csv
-is cut back to the epochs the backup holds, and EarlyStopping,
-ReduceLROnPlateau and ModelCheckpoint get back their best value, so the
-resumed run behaves as if it had not stopped. Only the data order differs:
-tf.data reshuffles from its seed, so the resumed epochs see other batches
-than an uninterrupted run would have.
+This is the one reader of the `Config` in training: it turns the config into
+explicit settings for the fit path (`catsdogs.training.fit`), the callbacks
+and the transfer phases. A re-run of the same command resumes an interrupted
+run; `catsdogs.training.resume` says how.
 """
 
 import contextlib
 import dataclasses
 import logging
 import math
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -31,23 +20,33 @@ import numpy
 import tensorflow as tf
 
 from catsdogs import __version__
-from catsdogs.choices import SPLITS
-from catsdogs.data.augment import augment_batch
-from catsdogs.data.dataset import augment_arguments, list_images, make_dataset
+from catsdogs.config import Config
+from catsdogs.data.dataset import augment_arguments
 from catsdogs.errors import CatsdogsError
-from catsdogs.images import decode_and_resize
 from catsdogs.models import build_model, model_entry
 from catsdogs.models.saving import load_committed_checkpoint, save_model
 from catsdogs.models.transfer import is_transfer_model
-from catsdogs.runs import AUGMENTATION_FIGURE, HISTORY_FIGURE, STATUS_FINISHED, STATUS_FITTED, RunDir, check_run_name
-from catsdogs.training.callbacks import ResumeState, build_callbacks
-from catsdogs.training.optimizers import build_learning_rate, build_optimizer
-from catsdogs.training.transfer_fit import fit_transfer
+from catsdogs.runs import HISTORY_FIGURE, STATUS_FINISHED, STATUS_FITTED, RunDir
+from catsdogs.training.callbacks import CallbackSettings, build_callbacks
+from catsdogs.training.fit import Progress, compile_for_evaluation, compile_model, fit_model, resolve_progress
+from catsdogs.training.inputs import load_splits, write_augmentation_figure
+from catsdogs.training.optimizers import OptimizerSettings
+from catsdogs.training.resume import open_run_dir, take_back_epochs
+from catsdogs.training.transfer import TransferSettings, fit_transfer
 
 logger = logging.getLogger("catsdogs.training")
 
 
-def train(config, data_dir, *, runs_dir="runs", run_name=None, resume=True, extra_callbacks=(), verbose="auto"):
+def train(
+    config: Config,
+    data_dir: str | os.PathLike,
+    *,
+    runs_dir: str | os.PathLike = "runs",
+    run_name: str | None = None,
+    resume: bool = True,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: str | int = "auto",
+) -> RunDir:
     """Train the configured model on a prepared data folder and fill a run folder.
 
     Args:
@@ -56,9 +55,10 @@ def train(config, data_dir, *, runs_dir="runs", run_name=None, resume=True, extr
             (and optionally test/) class folders.
         runs_dir: the folder that receives run folders.
         run_name: the run folder's name; default `<timestamp>-<model>`.
-        resume: continue an interrupted run of the same config and data (see the module docstring).
+        resume: continue an interrupted run of the same config and data (see `catsdogs.training.resume`).
         extra_callbacks: more Keras callbacks, run before the built-in ones.
-        verbose: Keras `fit` verbosity: "auto", 0, 1 or 2.
+        verbose: "auto" shows Keras's progress bar when standard output is a terminal, and one
+            plain log line per epoch otherwise; 0, 1 or 2 go to Keras `fit` as they are.
 
     Returns:
         The finished `RunDir`.
@@ -67,78 +67,117 @@ def train(config, data_dir, *, runs_dir="runs", run_name=None, resume=True, extr
         CatsdogsError: for contradictory settings, unusable data, or a run that diverged before
             any model was worth keeping.
     """
-    _check_settings(config.train, model_name=config.model.name)
+    train_config = config.train
+    _check_settings(train_config, model_name=config.model.name)
     data_dir = Path(data_dir)
     config_dict = config.to_dict()
-    _seed_everything(config.train.seed, deterministic=config.train.deterministic)
+    _seed_everything(train_config.seed, deterministic=train_config.deterministic)
     image_size = tuple(config.data.image_size)
     augment = augment_arguments(**dataclasses.asdict(config.augment))
-    datasets, class_names, counts = _load_splits(
+    datasets, class_names, counts = load_splits(
         data_dir,
         image_size=image_size,
-        batch_size=config.train.batch_size,
-        seed=config.train.seed,
+        batch_size=train_config.batch_size,
+        seed=train_config.seed,
         augment=augment,
         cache=config.data.cache,
     )
-    run_dir, resumed = _select_run_dir(
+    num_classes = len(class_names)
+    run_dir = open_run_dir(
         runs_dir,
         run_name=run_name,
         config_dict=config_dict,
         data_dir=data_dir,
         model_name=config.model.name,
+        class_names=class_names,
         resume=resume,
     )
-    if not resumed:
-        run_dir.write_config(config_dict)
-        run_dir.write_labels(class_names)
-    elif run_dir.read_labels() != class_names:
-        raise CatsdogsError(
-            f"The data's classes changed since this run started, so it cannot be resumed. Train a new run "
-            f"(--fresh) or restore the data. Received: run_classes={run_dir.read_labels()}, data_classes={class_names}"
-        )
     info = run_dir.claim(data_dir=data_dir, model_name=config.model.name)
     run_dir.update_run_info(
         versions={"catsdogs": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
     )
+    optimizer = OptimizerSettings(
+        name=train_config.optimizer,
+        learning_rate=train_config.learning_rate,
+        schedule=train_config.schedule,
+        weight_decay=train_config.weight_decay,
+        momentum=train_config.momentum,
+    )
+    callback_settings = CallbackSettings(
+        checkpoint=train_config.checkpoint,
+        early_stopping=train_config.early_stopping,
+        early_stopping_patience=train_config.early_stopping_patience,
+        reduce_lr=train_config.reduce_lr,
+        reduce_lr_factor=train_config.reduce_lr_factor,
+        reduce_lr_patience=train_config.reduce_lr_patience,
+        min_learning_rate=train_config.min_learning_rate,
+        tensorboard=train_config.tensorboard,
+    )
+    progress = resolve_progress(verbose)
     with _log_to(run_dir.log_path):
         logger.info("Run folder %s (attempt %d), data %s, images %s", run_dir.path, info["attempts"], data_dir, counts)
         if augment and not run_dir.augmentation_figure_path.is_file():
-            _write_augmentation_figure(
-                run_dir, data_dir / "train", image_size=image_size, augment=augment, seed=config.train.seed
+            write_augmentation_figure(
+                run_dir, data_dir / "train", image_size=image_size, augment=augment, seed=train_config.seed
             )
-        with dtype_policy(config.train.precision):
+        with dtype_policy(train_config.precision):
             model = build_model(
                 config.model.name,
                 input_shape=(*image_size, 3),
-                num_classes=len(class_names),
+                num_classes=num_classes,
                 dropout_rate=config.model.dropout_rate,
                 weights=config.model.weights,
             )
-        if is_transfer_model(model):
+        # A run fitted before an interruption has only the finishing steps left.
+        needs_fit = info.get("status") != STATUS_FITTED
+        if needs_fit and is_transfer_model(model):
             # A nested pretrained backbone: head on cached features, then optional fine-tuning.
-            if info.get("status") != STATUS_FITTED:
-                fit_transfer(
-                    model,
-                    run_dir,
-                    datasets,
-                    config,
-                    data_dir=data_dir,
-                    augment=augment,
-                    num_classes=len(class_names),
-                    extra_callbacks=extra_callbacks,
-                    verbose=verbose,
-                )
-        else:
-            _compile(
+            fit_transfer(
                 model,
-                config.train,
-                num_classes=len(class_names),
-                steps_per_epoch=math.ceil(counts["train"] / config.train.batch_size),
+                run_dir,
+                datasets,
+                data_dir=data_dir,
+                image_size=image_size,
+                augment=augment,
+                num_classes=num_classes,
+                epochs=train_config.epochs,
+                batch_size=train_config.batch_size,
+                seed=train_config.seed,
+                optimizer=optimizer,
+                callback_settings=callback_settings,
+                transfer=TransferSettings(
+                    feature_cache=train_config.feature_cache,
+                    feature_flip=train_config.feature_flip,
+                    feature_engine=train_config.feature_engine,
+                    fine_tune_blocks=train_config.fine_tune_blocks,
+                    fine_tune_epochs=train_config.fine_tune_epochs,
+                    fine_tune_learning_rate=train_config.fine_tune_learning_rate,
+                ),
+                progress=progress,
+                extra_callbacks=extra_callbacks,
             )
-            if info.get("status") != STATUS_FITTED:
-                _fit(model, run_dir, datasets, config.train, extra_callbacks=extra_callbacks, verbose=verbose)
-        _finish(run_dir, model, datasets, counts, config.train, num_classes=len(class_names))
+        elif needs_fit:
+            _fit_from_scratch(
+                model,
+                run_dir,
+                datasets,
+                num_classes=num_classes,
+                epochs=train_config.epochs,
+                steps_per_epoch=math.ceil(counts["train"] / train_config.batch_size),
+                optimizer=optimizer,
+                callback_settings=callback_settings,
+                progress=progress,
+                extra_callbacks=extra_callbacks,
+            )
+        _finish(
+            run_dir,
+            model,
+            datasets,
+            counts,
+            checkpoint=train_config.checkpoint,
+            learning_rate=train_config.learning_rate,
+            num_classes=num_classes,
+        )
     return run_dir
 
 
@@ -190,149 +229,59 @@ def dtype_policy(precision):
         keras.config.set_dtype_policy(previous)
 
 
-def _load_splits(data_dir, *, image_size, batch_size, seed, augment, cache):
-    datasets, counts = {}, {}
-    class_names = None
-    for split in SPLITS:
-        split_dir = data_dir / split
-        if split == "test" and not split_dir.is_dir():
-            continue
-        paths, _, split_classes = list_images(split_dir)
-        if class_names is not None and split_classes != class_names:
-            raise CatsdogsError(
-                f"The {split} split has other class folders than train. Re-run `catsdogs prepare`. "
-                f"Received: train={class_names}, {split}={split_classes}"
-            )
-        datasets[split], class_names = make_dataset(
-            split_dir,
-            image_size=image_size,
-            batch_size=batch_size,
-            shuffle=split == "train",
-            seed=seed,
-            augment=augment if split == "train" else None,
-            cache=cache,
-        )
-        counts[split] = len(paths)
-    return datasets, class_names, counts
-
-
-def _select_run_dir(runs_dir, *, run_name, config_dict, data_dir, model_name, resume):
-    """Return (run_dir, resumed): the folder to train in, per the rules in the module docstring."""
-    if run_name is not None:
-        run_dir = RunDir(Path(runs_dir) / check_run_name(run_name))
-        if not (run_dir.path.is_dir() and any(run_dir.path.iterdir())):
-            return RunDir.create(runs_dir, model_name=model_name, run_name=run_name), False
-        status = run_dir.read_run_info().get("status")
-        if not run_dir.is_resumable(config=config_dict, data_dir=data_dir):
-            reason = "a finished run" if status == STATUS_FINISHED else "a run with another config or data folder"
-            raise CatsdogsError(
-                f"The run folder already holds {reason}. Pick another --name, or remove the folder. "
-                f"Received: path={run_dir.path}"
-            )
-        if run_dir.is_busy():
-            raise CatsdogsError(
-                f"Another process is training in this run folder now. Wait for it, or stop it first. "
-                f"Received: path={run_dir.path}, pid={run_dir.read_run_info().get('pid')}"
-            )
-        if not resume:
-            raise CatsdogsError(
-                f"The run folder holds an unfinished run; it resumes without --fresh. Drop --fresh, or pick "
-                f"another --name. Received: path={run_dir.path}"
-            )
-        return run_dir, True
-    if resume:
-        found = RunDir.find_resumable(runs_dir, config=config_dict, data_dir=data_dir)
-        if found is not None:
-            return found, True
-    return RunDir.create(runs_dir, model_name=model_name), False
-
-
-def _compile(model, train_config, *, num_classes, steps_per_epoch):
-    learning_rate = build_learning_rate(
-        schedule=train_config.schedule,
-        learning_rate=train_config.learning_rate,
-        total_steps=train_config.epochs * steps_per_epoch,
-    )
-    optimizer = build_optimizer(
-        train_config.optimizer,
-        learning_rate=learning_rate,
-        weight_decay=train_config.weight_decay,
-        momentum=train_config.momentum,
-    )
-    loss = "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-
-
-def _fit(model, run_dir, datasets, train_config, *, extra_callbacks, verbose):
-    resume_epoch = run_dir.backup_epoch()
-    resume_state = None
-    if resume_epoch > 0:
-        run_dir.truncate_history(resume_epoch)
-        checkpoint_model = load_committed_checkpoint(run_dir) if train_config.checkpoint else None
-        resume_state = ResumeState(
-            epoch=resume_epoch,
-            monitor_values=run_dir.read_history().get("val_loss", [])[:resume_epoch],
-            best_weights=checkpoint_model.get_weights() if checkpoint_model is not None else None,
-        )
-        logger.info(
-            "Resuming from epoch %d of %d (the backup's last complete epoch)", resume_epoch + 1, train_config.epochs
-        )
-    else:
-        run_dir.truncate_history(0)
+def _fit_from_scratch(
+    model: keras.Model,
+    run_dir: RunDir,
+    datasets: dict,
+    *,
+    num_classes: int,
+    epochs: int,
+    steps_per_epoch: int,
+    optimizer: OptimizerSettings,
+    callback_settings: CallbackSettings,
+    progress: Progress,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+) -> None:
+    """Fit a model built from scratch with the run folder's callbacks, resuming from its backup if there is one."""
+    compile_model(model, num_classes=num_classes, optimizer=optimizer, total_steps=epochs * steps_per_epoch)
+    resume_state = take_back_epochs(run_dir, checkpoint=callback_settings.checkpoint, epochs=epochs)
     callbacks, named = build_callbacks(
         run_dir,
-        checkpoint=train_config.checkpoint,
-        early_stopping=train_config.early_stopping,
-        early_stopping_patience=train_config.early_stopping_patience,
-        reduce_lr=train_config.reduce_lr,
-        reduce_lr_factor=train_config.reduce_lr_factor,
-        reduce_lr_patience=train_config.reduce_lr_patience,
-        min_learning_rate=train_config.min_learning_rate,
-        tensorboard=train_config.tensorboard,
+        callback_settings,
         resume_state=resume_state,
         extra_callbacks=extra_callbacks,
+        epoch_log_level=progress.epoch_log_level,
     )
-    started = time.monotonic()
-    history = model.fit(
+    result = fit_model(
+        model,
         datasets["train"],
-        validation_data=datasets["validation"],
-        epochs=train_config.epochs,
-        # The pipeline shuffles itself (seeded); Keras's own shuffle does not apply to a tf.data.Dataset.
+        datasets["validation"],
+        epochs=epochs,
         callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,
+        verbose=progress.keras_verbose,
+        early_stopping=named.get("early_stopping"),
     )
-    losses = history.history.get("loss", [])
-    if any(not math.isfinite(value) for value in losses):
-        stop_reason = "nan"
-        logger.warning(
-            "The loss became NaN or infinite; training stopped (TerminateOnNaN). Keeping the best model so far."
-        )
-    elif "early_stopping" in named and named["early_stopping"].stopped_epoch > 0:
-        stop_reason = "early_stopping"
-    else:
-        stop_reason = "completed"
+    # A resumed run adds its own fitting time to that of the attempts before it.
     previous_seconds = run_dir.read_run_info().get("fit_seconds", 0.0)
     run_dir.update_run_info(
-        status=STATUS_FITTED, stop_reason=stop_reason, fit_seconds=previous_seconds + time.monotonic() - started
+        status=STATUS_FITTED, stop_reason=result.stop_reason, fit_seconds=previous_seconds + result.seconds
     )
-    logger.info("Training stopped: %s after %d epochs", stop_reason, len(run_dir.read_history().get("loss", [])))
+    logger.info("Training stopped: %s after %d epochs", result.stop_reason, len(run_dir.read_history().get("loss", [])))
 
 
-def _finish(run_dir, model, datasets, counts, train_config, *, num_classes):
-    final_model = load_committed_checkpoint(run_dir) if train_config.checkpoint else None
+def _finish(run_dir, model, datasets, counts, *, checkpoint, learning_rate, num_classes):
+    """Save the best model, evaluate it on validation and test, and write metrics.json and the curves."""
+    final_model = load_committed_checkpoint(run_dir) if checkpoint else None
     if final_model is None:
         # No checkpoint: EarlyStopping (if on) has already put the best weights back into `model`.
         final_model = model
     if not all(numpy.isfinite(weights).all() for weights in final_model.get_weights()):
         raise CatsdogsError(
             "Training diverged (NaN weights) before any epoch produced a usable model. Lower the learning rate "
-            f"(train.learning_rate) or switch on train.checkpoint. Received: learning_rate={train_config.learning_rate}"
+            f"(train.learning_rate) or switch on train.checkpoint. Received: learning_rate={learning_rate}"
         )
     save_model(final_model, run_dir.model_path)
-    final_model.compile(
-        loss="binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
+    compile_for_evaluation(final_model, num_classes=num_classes)
     history = run_dir.read_history()
     _warn_if_stuck_at_chance(history, num_classes=num_classes)
     info = run_dir.read_run_info()
@@ -379,27 +328,6 @@ def _best_epoch(history):
     values = history.get("val_loss", [])
     finite = [(value, index) for index, value in enumerate(values) if math.isfinite(value)]
     return min(finite)[1] + 1 if finite else None
-
-
-def _write_augmentation_figure(run_dir, train_dir, *, image_size, augment, seed, rows=4, versions=5):
-    """Draw a few training photos, one per class in turn, each with `versions` augmented copies."""
-    from catsdogs.plots import augmentation_figure, figure_png_bytes
-
-    paths, labels, class_names = list_images(train_dir)
-    by_class = [[path for path, label in zip(paths, labels) if label == index] for index in range(len(class_names))]
-    picks = []
-    for row in range(rows):
-        class_paths = by_class[row % len(class_names)]
-        if row // len(class_names) < len(class_paths):
-            picks.append((class_paths[row // len(class_names)], class_names[row % len(class_names)]))
-    originals = tf.stack([decode_and_resize(tf.io.read_file(path), image_size) for path, _ in picks])
-    batch = tf.cast(originals, tf.float32)
-    # The pipeline's own augmentation, so the figure shows exactly what training sees.
-    augmented = tf.stack(
-        [augment_batch(batch, tf.constant([seed, version], tf.int64), **augment) for version in range(versions)], axis=1
-    )
-    figure = augmentation_figure(originals.numpy(), augmented.numpy(), row_titles=[name for _, name in picks])
-    run_dir.write_figure(AUGMENTATION_FIGURE, figure_png_bytes(figure))
 
 
 @contextlib.contextmanager

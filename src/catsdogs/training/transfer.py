@@ -1,212 +1,346 @@
-"""The two phases of transfer learning, as pieces that `training.train` puts together.
+"""Transfer learning inside a run folder: train the head on a frozen backbone, then optionally fine-tune.
 
-Phase 1 trains the head on a frozen backbone. Without augmentation the pooled
-features of every photo are computed once (`catsdogs.training.features`), optionally
-with horizontally flipped copies, and a stand-alone copy of the head trains on
-them in seconds; its weights then go back into the full model. With
-augmentation the frozen backbone runs end to end.
+`training.train` calls `fit_transfer` instead of its own fit for models with a
+nested backbone. Both phases compile and fit through `catsdogs.training.fit`.
+
+Phase 1 trains the head with the run folder's usual callbacks (checkpoint,
+early stopping, learning-rate reduction, history, backup). Without
+augmentation it trains a stand-alone copy of the head on pooled features
+computed once per photo (`catsdogs.training.transfer_features`), in seconds;
+its weights then go back into the full model. With augmentation the frozen
+backbone runs end to end.
 
 Phase 2, optional, fine-tunes the top N blocks of the backbone at a low
 learning rate on its own cosine schedule, with BatchNorm kept in inference
-mode. Without augmentation the same extraction pass also caches the
-activations that enter the lowest of those blocks, so fine-tuning runs only
-the top of the backbone; with augmentation, or where the backbone cannot be
+mode, and appends its epochs to the same history.csv. Without augmentation it
+trains only the top of the backbone, on cached activations that enter the
+lowest of those blocks; with augmentation, or where the backbone cannot be
 cut there, the full model trains end to end.
 
-Either way the result is the normal full model (backbone and trained head),
-saved as `model.keras` like every other model.
+Either way the result is the normal full model (backbone and trained head): it
+is committed as the run's best checkpoint and the run is marked fitted, so
+`training.train` saves it as `model.keras` like any other model.
+
+Resuming: a transfer run that was killed while fitting starts its fitting
+again. That costs little, because the features are cached: phase 1 on cached
+features takes seconds.
 """
 
 import dataclasses
-import os
+import logging
+import math
+import time
 from pathlib import Path
 
 import keras
-import numpy
-import tensorflow as tf
 from keras import layers
 
 from catsdogs.choices import DEFAULT_BATCH_SIZE
 from catsdogs.data.dataset import list_images
+from catsdogs.models.saving import load_committed_checkpoint
 from catsdogs.models.transfer import (
     FEATURES_LAYER,
-    PREPROCESS_PREFIX,
-    backbone_blocks,
     backbone_of,
     build_head,
     copy_head_weights,
-    is_transfer_model,
+    freeze_backbone,
     unfreeze_top_blocks,
 )
-from catsdogs.training.features import FeatureCache, FeatureExtractor, cached_features
+from catsdogs.runs import STATUS_FITTED, RunDir
+from catsdogs.training.callbacks import CallbackSettings, build_callbacks, fine_tuning_callbacks
+from catsdogs.training.fit import Progress, compile_model, fit_model
+from catsdogs.training.optimizers import OptimizerSettings
+from catsdogs.training.transfer_features import (
+    SplitFeatures,
+    cut_tensor,
+    features_dataset,
+    load_split_features,
+    open_feature_cache,
+    uses_cached_features,
+)
 
-FEATURE_CACHE_SUBFOLDER = Path(".cache") / "features"
-POOLED = "pooled"
-# Cached cut activations above this size per photo would not fit in memory for a
-# big split (VGG16's block5 input is 400 kB); then fine-tuning runs end to end.
-MAX_CUT_VALUES_PER_IMAGE = 64 * 1024
+logger = logging.getLogger("catsdogs.training")
 
-
-def uses_cached_features(model, *, augment, feature_cache):
-    """Whether phase 1 trains on cached features: a transfer model, no augmentation, the cache switched on."""
-    return bool(feature_cache) and not augment and is_transfer_model(model)
-
-
-def feature_cache_folder(data_dir, fallback_dir):
-    """Return the cache folder: DATA/.cache/features when DATA is writable, else `fallback_dir`/features."""
-    data_dir = Path(data_dir)
-    if os.access(data_dir, os.W_OK):
-        return data_dir / FEATURE_CACHE_SUBFOLDER
-    return Path(fallback_dir) / "features"
+# Fine-tuning decays its own learning rate from `fine_tune_learning_rate` to zero.
+FINE_TUNING_SCHEDULE = "cosine"
 
 
-def cut_tensor(model, number_of_blocks):
-    """Return (tensor, block): the backbone tensor entering the lowest of the top `number_of_blocks` blocks.
+@dataclasses.dataclass(frozen=True)
+class TransferSettings:
+    """How a transfer model trains: cached features, and the optional fine-tuning phase.
 
-    Returns (None, None) when fine-tuning is off, or when that tensor does not
-    split the backbone in two (then fine-tuning runs end to end).
+    Attributes:
+        feature_cache: train the head on cached pooled features when augmentation is off.
+        feature_flip: also train on the features of horizontally flipped photos.
+        feature_engine: what computes the features: "auto", "onnxruntime" or "keras".
+        fine_tune_blocks: backbone blocks to fine-tune after the head, from the top; 0 skips phase 2.
+        fine_tune_epochs: fine-tuning epochs (the best by validation loss is kept).
+        fine_tune_learning_rate: fine-tuning's starting learning rate, decayed to zero.
     """
-    backbone = backbone_of(model)
-    blocks = backbone_blocks(backbone)
-    if not 0 < number_of_blocks <= len(blocks):
-        return None, None
-    lowest = blocks[len(blocks) - number_of_blocks]
-    first = next(layer for layer in backbone.layers if layer.name.startswith(f"{lowest}_"))
-    tensor = first.input
-    if isinstance(tensor, (list, tuple)) or int(numpy.prod(tensor.shape[1:])) > MAX_CUT_VALUES_PER_IMAGE:
-        return None, None
-    try:
-        keras.Model(tensor, backbone.output)
-    except ValueError:
-        # Something below the cut feeds a layer above it: no clean split.
-        return None, None
-    return tensor, lowest
+
+    feature_cache: bool
+    feature_flip: bool
+    feature_engine: str
+    fine_tune_blocks: int
+    fine_tune_epochs: int
+    fine_tune_learning_rate: float
 
 
-def _preprocessing_copies(model):
-    """Copies of the model's preprocess_ layers, so a temporary model never adds nodes to the real ones."""
-    copies = []
-    for layer in model.layers:
-        if layer.name.startswith(PREPROCESS_PREFIX):
-            copies.append((layer.__class__.from_config(layer.get_config()), layer.get_weights()))
-    return copies
-
-
-def extraction_model(model, cut=None, cut_block=None):
-    """Build the model that feature extraction runs: raw pixels to [cut activations,] pooled features.
-
-    Args:
-        model: a transfer model.
-        cut: a tensor from `cut_tensor`, or None for pooled features only.
-        cut_block: the block that `cut` enters, which names the output ("cut_block6b").
-
-    Returns:
-        (feature_model, output_names).
-    """
-    backbone = backbone_of(model)
-    lower = keras.Model(backbone.input, [cut, backbone.output] if cut is not None else [backbone.output])
-    inputs = keras.Input(shape=model.input.shape[1:], name="image")
-    x = inputs
-    for copy, weights in _preprocessing_copies(model):
-        x = copy(x)
-        copy.set_weights(weights)
-    outputs = lower(x)
-    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-    pooled = layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(outputs[-1])
-    if cut is None:
-        return keras.Model(inputs, pooled, name=f"{model.name}_features"), [POOLED]
-    return keras.Model(inputs, [outputs[0], pooled], name=f"{model.name}_features"), [f"cut_{cut_block}", POOLED]
-
-
-@dataclasses.dataclass
-class SplitFeatures:
-    """Cached arrays of one split: labels, pooled features and optional cut activations, flipped copies appended."""
-
-    labels: numpy.ndarray
-    pooled: numpy.ndarray
-    cut: numpy.ndarray | None = None
-
-
-def load_split_features(
-    model,
-    data_dir,
+def fit_transfer(
+    model: keras.Model,
+    run_dir: RunDir,
+    datasets: dict,
     *,
-    splits,
-    image_size,
-    cut=None,
-    cut_block=None,
-    flip_train=False,
-    cache=None,
-    engine="auto",
-    batch_size=DEFAULT_BATCH_SIZE,
-):
-    """Extract (or read from the cache) the features of each split.
+    data_dir: Path,
+    image_size: tuple[int, int],
+    augment: dict | None,
+    num_classes: int,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    optimizer: OptimizerSettings,
+    callback_settings: CallbackSettings,
+    transfer: TransferSettings,
+    progress: Progress,
+    extra_callbacks=(),
+) -> dict:
+    """Fit a transfer model in two phases and commit the full model as the run's best checkpoint.
 
     Args:
-        model: a transfer model with a frozen backbone.
+        model: a transfer model from the registry (backbone frozen).
+        run_dir: the `RunDir` being trained in.
+        datasets: {split: tf.data.Dataset} of images, as `training.train` builds them.
         data_dir: the prepared data folder.
-        splits: split names, e.g. ("train", "validation").
-        image_size: (height, width).
-        cut: a tensor from `cut_tensor` to also cache the activations entering the fine-tuned blocks.
-        cut_block: the block `cut` enters, from `cut_tensor`.
-        flip_train: append horizontally flipped copies of the train photos' features.
-        cache: a `FeatureCache`, or None.
-        engine: "auto", "onnxruntime" or "keras".
-        batch_size: photos per model call.
+        image_size: (height, width) of the model's input.
+        augment: the augmentation arguments, or None when augmentation is off.
+        num_classes: number of classes.
+        epochs: phase 1's most epochs.
+        batch_size: examples per batch, photos or cached features alike.
+        seed: seed for shuffling cached features.
+        optimizer: phase 1's optimizer; phase 2 uses the same one on its own schedule.
+        callback_settings: phase 1's switchable callbacks.
+        transfer: cached features and fine-tuning settings.
+        progress: how fitting shows its progress, from `resolve_progress`.
+        extra_callbacks: more Keras callbacks for both phases.
 
     Returns:
-        {split: SplitFeatures}.
+        A dict describing what was done, also stored under "transfer" in run.json.
     """
-    feature_model, output_names = extraction_model(model, cut, cut_block)
-    extractor = FeatureExtractor(feature_model, image_size=image_size, output_names=output_names, engine=engine)
-    # Cut activations are large; half precision halves the cache and memory at no cost in accuracy.
-    dtypes = ["float16", "float32"] if cut is not None else None
-    result = {}
-    for split in splits:
-        paths, labels, _ = list_images(Path(data_dir) / split)
-        passes = [False, True] if (flip_train and split == "train") else [False]
-        parts = [
-            cached_features(
-                extractor,
-                cache,
-                paths=paths,
-                labels=labels,
-                root=data_dir,
-                flip=flip,
-                batch_size=batch_size,
-                output_dtypes=dtypes,
-            )[0]
-            for flip in passes
-        ]
-        result[split] = SplitFeatures(
-            labels=numpy.concatenate([numpy.asarray(labels)] * len(parts)),
-            pooled=numpy.concatenate([part[POOLED] for part in parts]),
-            cut=numpy.concatenate([part[output_names[0]] for part in parts]) if cut is not None else None,
+    started = time.monotonic()
+    # A restarted transfer run fits from the beginning: older backups and checkpoints belong to another phase.
+    run_dir.remove_training_state()
+    run_dir.truncate_history(0)
+    use_features = uses_cached_features(model, augment=augment, feature_cache=transfer.feature_cache)
+    blocks = transfer.fine_tune_blocks
+    cut, cut_block = cut_tensor(model, blocks) if (use_features and blocks) else (None, None)
+    summary = {"cached_features": use_features, "flipped_features": bool(use_features and transfer.feature_flip)}
+    image_steps = math.ceil(len(list_images(Path(data_dir) / "train")[0]) / batch_size)
+    features = None
+    if use_features:
+        extraction_started = time.monotonic()
+        features = load_split_features(
+            model,
+            data_dir,
+            splits=("train", "validation"),
+            image_size=image_size,
+            cut=cut,
+            cut_block=cut_block,
+            flip_train=transfer.feature_flip,
+            cache=open_feature_cache(data_dir, run_dir.path),
+            engine=transfer.feature_engine,
+            batch_size=DEFAULT_BATCH_SIZE,
         )
+        summary["feature_seconds"] = round(time.monotonic() - extraction_started, 2)
+        logger.info(
+            "Features ready in %.1f s: %d train rows, %d validation rows",
+            summary["feature_seconds"],
+            len(features["train"].labels),
+            len(features["validation"].labels),
+        )
+    else:
+        logger.info(
+            "The frozen backbone runs on every batch of every epoch (augmentation is on, or train.feature_cache is "
+            "off); --set augment.enabled=false trains the head on cached features in seconds instead"
+        )
+
+    head = _train_head(
+        model,
+        run_dir,
+        datasets,
+        features,
+        num_classes=num_classes,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        image_steps=image_steps,
+        optimizer=optimizer,
+        callback_settings=callback_settings,
+        progress=progress,
+        extra_callbacks=extra_callbacks,
+    )
+    best = head.best_validation_loss
+    summary["head_epochs"] = len(run_dir.read_history().get("loss", []))
+    if blocks:
+        head_only_weights = model.get_weights()
+        run_dir.remove_training_state()
+        tuned = _fine_tune(
+            model,
+            run_dir,
+            datasets,
+            features,
+            cut,
+            blocks=blocks,
+            num_classes=num_classes,
+            epochs=transfer.fine_tune_epochs,
+            batch_size=batch_size,
+            seed=seed + 1,
+            image_steps=image_steps,
+            optimizer=dataclasses.replace(
+                optimizer, learning_rate=transfer.fine_tune_learning_rate, schedule=FINE_TUNING_SCHEDULE
+            ),
+            progress=progress,
+            extra_callbacks=extra_callbacks,
+        )
+        # Validation decides, as it does between epochs: fine-tuning that never beats the head alone is undone.
+        kept = not (math.isfinite(best) and not tuned < best)
+        if kept:
+            best = tuned
+        else:
+            model.set_weights(head_only_weights)
+            logger.info(
+                "Fine-tuning did not lower the validation loss (%.4f, head alone %.4f); keeping the head alone",
+                tuned,
+                best,
+            )
+        summary.update(
+            fine_tune_blocks=blocks,
+            fine_tune_on_cached_activations=cut is not None,
+            cut_block=cut_block,
+            fine_tune_kept=kept,
+        )
+    # Saved frozen, so a loaded model is ready for inference and for another head training alike.
+    freeze_backbone(model)
+    if callback_settings.checkpoint:
+        _commit_full_model(model, run_dir, monitor_value=best)
+    summary["fit_seconds"] = round(time.monotonic() - started, 2)
+    history_length = len(run_dir.read_history().get("loss", []))
+    run_dir.update_run_info(
+        status=STATUS_FITTED, stop_reason=head.stop_reason, fit_seconds=summary["fit_seconds"], transfer=summary
+    )
+    logger.info(
+        "Transfer training done in %.1f s (%d epochs in history): %s", summary["fit_seconds"], history_length, summary
+    )
+    return summary
+
+
+def _train_head(
+    model,
+    run_dir,
+    datasets,
+    features: dict[str, SplitFeatures] | None,
+    *,
+    num_classes,
+    epochs,
+    batch_size,
+    seed,
+    image_steps,
+    optimizer,
+    callback_settings,
+    progress,
+    extra_callbacks,
+):
+    """Phase 1: train the head with the run folder's callbacks; return the `FitResult`."""
+    if features is not None:
+        phase_model = build_head(model)
+        train_data = features_dataset(
+            features["train"].pooled,
+            features["train"].labels,
+            batch_size=batch_size,
+            num_classes=num_classes,
+            shuffle=True,
+            seed=seed,
+        )
+        validation_data = features_dataset(
+            features["validation"].pooled, features["validation"].labels, batch_size=batch_size, num_classes=num_classes
+        )
+        steps_per_epoch = math.ceil(len(features["train"].labels) / batch_size)
+    else:
+        phase_model, train_data, validation_data = model, datasets["train"], datasets["validation"]
+        steps_per_epoch = image_steps
+    compile_model(phase_model, num_classes=num_classes, optimizer=optimizer, total_steps=epochs * steps_per_epoch)
+    callbacks, named = build_callbacks(
+        run_dir, callback_settings, extra_callbacks=extra_callbacks, epoch_log_level=progress.epoch_log_level
+    )
+    result = fit_model(
+        phase_model,
+        train_data,
+        validation_data,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=progress.keras_verbose,
+        early_stopping=named.get("early_stopping"),
+    )
+    checkpoint = load_committed_checkpoint(run_dir) if callback_settings.checkpoint else None
+    if checkpoint is not None:
+        phase_model.set_weights(checkpoint.get_weights())
+    if phase_model is not model:
+        copy_head_weights(phase_model, model)
     return result
 
 
-def features_dataset(inputs, labels, *, batch_size, num_classes, shuffle=False, seed=0):
-    """Return a tf.data pipeline of (features, labels) batches, reshuffled every epoch when asked."""
-    label_dtype = "float32" if num_classes == 2 else "int32"
-    dataset = tf.data.Dataset.from_tensor_slices((inputs, numpy.asarray(labels).astype(label_dtype)))
-    if shuffle:
-        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    # Cut activations are stored in float16; the model computes in float32.
-    return dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, "float32"), y)).prefetch(tf.data.AUTOTUNE)
+def _fine_tune(
+    model,
+    run_dir,
+    datasets,
+    features: dict[str, SplitFeatures] | None,
+    cut,
+    *,
+    blocks,
+    num_classes,
+    epochs,
+    batch_size,
+    seed,
+    image_steps,
+    optimizer,
+    progress,
+    extra_callbacks,
+):
+    """Phase 2: unfreeze the top blocks and train at a low learning rate; return the best validation loss."""
+    phase_model, finish = fine_tuning_model(model, blocks, cut)
+    if cut is not None:
+        train_data = features_dataset(
+            features["train"].cut,
+            features["train"].labels,
+            batch_size=batch_size,
+            num_classes=num_classes,
+            shuffle=True,
+            seed=seed,
+        )
+        validation_data = features_dataset(
+            features["validation"].cut, features["validation"].labels, batch_size=batch_size, num_classes=num_classes
+        )
+        steps_per_epoch = math.ceil(len(features["train"].labels) / batch_size)
+    else:
+        train_data, validation_data = datasets["train"], datasets["validation"]
+        steps_per_epoch = image_steps
+    compile_model(phase_model, num_classes=num_classes, optimizer=optimizer, total_steps=epochs * steps_per_epoch)
+    logger.info(
+        "Fine-tuning the top %d blocks for %d epochs (%s)",
+        blocks,
+        epochs,
+        "on cached activations" if cut is not None else "end to end",
+    )
+    callbacks = fine_tuning_callbacks(
+        run_dir, epochs=epochs, extra_callbacks=extra_callbacks, epoch_log_level=progress.epoch_log_level
+    )
+    result = fit_model(
+        phase_model, train_data, validation_data, epochs=epochs, callbacks=callbacks, verbose=progress.keras_verbose
+    )
+    finish()
+    return result.best_validation_loss
 
 
-def head_training_model(model):
-    """Return the stand-alone head that trains on pooled features; see `finish_head_training`."""
-    return build_head(model)
-
-
-def finish_head_training(head, model):
-    """Copy the trained head's weights into the full model."""
-    copy_head_weights(head, model)
-
-
-def fine_tuning_model(model, number_of_blocks, cut=None):
+def fine_tuning_model(model: keras.Model, number_of_blocks: int, cut=None):
     """Unfreeze the top blocks and return the model that fine-tuning fits.
 
     Args:
@@ -226,20 +360,28 @@ def fine_tuning_model(model, number_of_blocks, cut=None):
     upper = keras.Model(cut, backbone.output)
     head = build_head(model)
     outputs = head(layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(upper.output))
-    fit_model = keras.Model(upper.input, outputs, name=f"{model.name}_top")
-    return fit_model, lambda: copy_head_weights(head, model)
+    phase_model = keras.Model(upper.input, outputs, name=f"{model.name}_top")
+    return phase_model, lambda: copy_head_weights(head, model)
 
 
-def fine_tuning_optimizer(name, *, learning_rate, total_steps, weight_decay=0.0, momentum=0.9):
-    """Return phase 2's optimizer: cosine decay from `learning_rate` to zero over `total_steps`."""
-    from catsdogs.training.optimizers import build_optimizer
-
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=learning_rate, decay_steps=max(1, total_steps)
+def fine_tuning_optimizer(
+    name: str, *, learning_rate: float, total_steps: int, weight_decay: float = 0.0, momentum: float = 0.9
+) -> keras.optimizers.Optimizer:
+    """Return phase 2's optimizer on its own: `name`, decayed from `learning_rate` to zero over `total_steps`."""
+    settings = OptimizerSettings(
+        name=name,
+        learning_rate=learning_rate,
+        schedule=FINE_TUNING_SCHEDULE,
+        weight_decay=weight_decay,
+        momentum=momentum,
     )
-    return build_optimizer(name, learning_rate=schedule, weight_decay=weight_decay, momentum=momentum)
+    return settings.make_optimizer(total_steps=total_steps)
 
 
-def open_feature_cache(data_dir, fallback_dir):
-    """Return a `FeatureCache` in `feature_cache_folder(data_dir, fallback_dir)`."""
-    return FeatureCache(feature_cache_folder(data_dir, fallback_dir))
+def _commit_full_model(model, run_dir, *, monitor_value):
+    """Save the full model as the committed best checkpoint, which `training.train` then loads."""
+    epoch = len(run_dir.read_history().get("loss", [])) or 1
+    path = Path(run_dir.checkpoint_pattern.format(epoch=epoch))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    run_dir.commit_checkpoint(epoch=epoch, monitor_value=monitor_value)
