@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -40,23 +41,23 @@ STAGING_NAME = ".prepare-staging"
 
 
 def prepare_dataset(
-    source,
-    out,
+    source: str | os.PathLike,
+    out: str | os.PathLike,
     *,
-    class_names,
-    split,
-    train_per_class,
-    validation_per_class,
-    test_per_class,
-    validation_fraction,
-    test_fraction,
-    seed,
-    max_pixels,
-    min_side,
-    overwrite=False,
-    progress=True,
-    workers=None,
-):
+    class_names: Sequence[str],
+    split: str,
+    train_per_class: int | None = None,
+    validation_per_class: int | None = None,
+    test_per_class: int | None = None,
+    validation_fraction: float,
+    test_fraction: float,
+    seed: int,
+    max_pixels: int,
+    min_side: int,
+    overwrite: bool = False,
+    progress: bool = True,
+    workers: int | None = None,
+) -> PrepareReport:
     """Check every photo in SOURCE and write the train/validation/test split to DATA.
 
     Args:
@@ -65,9 +66,11 @@ def prepare_dataset(
         class_names: the classes, in label order.
         split: "numbers" (per class, train takes the lowest file numbers, then
             validation, then test, as in the seed), "fraction" (per class, a
-            seeded random draw of train+validation+test images, split by the
-            fractions) or "all" (every usable image, split by the fractions).
-        train_per_class: train images per class ("numbers"; also sizes the "fraction" draw).
+            seeded random draw of train+validation+test images, or of every
+            usable image when no count is given, split by the fractions) or
+            "all" (every usable image, split by the fractions).
+        train_per_class: train images per class ("numbers", which needs all three
+            counts; with "fraction", the three counts together size the draw).
         validation_per_class: validation images per class (likewise).
         test_per_class: test images per class (likewise).
         validation_fraction: share of each class for validation ("fraction", "all").
@@ -85,12 +88,15 @@ def prepare_dataset(
     Raises:
         CatsdogsError: for every refusal: DATA inside SOURCE, DATA holding a
             different split without `overwrite`, too few images, a class
-            without images, file names without numbers in "numbers" mode.
+            without images, file names without numbers in "numbers" mode,
+            missing counts in "numbers" mode or only some counts in "fraction" mode.
     """
     started = time.perf_counter()
     class_names = list(class_names)
     counts = {"train": train_per_class, "validation": validation_per_class, "test": test_per_class}
     _check_arguments(split, counts, validation_fraction, test_fraction)
+    # A "fraction" split without counts draws every usable image, as "all" does.
+    draw_counts = counts if split == "fraction" and train_per_class is not None else None
     listing = list_source(source, class_names)
     data_dir = _check_locations(listing.root, out)
     # Only the arguments that shape the result are recorded, so that e.g. a new
@@ -102,8 +108,8 @@ def prepare_dataset(
         arguments.update(validation_fraction=validation_fraction, test_fraction=test_fraction, seed=seed)
     arguments.update(max_pixels=max_pixels, min_side=min_side)
     by_number = split_by_number(listing, class_names, counts) if split == "numbers" else None
-    if split == "fraction":
-        check_enough(listing, class_names, counts)
+    if draw_counts is not None:
+        check_enough(listing, class_names, draw_counts)
     previous, marker = _read_json(data_dir / MANIFEST_NAME), _read_json(data_dir / MARKER_NAME)
     _refuse_other_split(data_dir, arguments, previous, marker, overwrite)
     resuming = marker is not None and marker.get("arguments") == arguments
@@ -116,17 +122,15 @@ def prepare_dataset(
 
     atomic_write_json(data_dir / MARKER_NAME, {"arguments": arguments, "catsdogs_version": __version__})
     staging_dir = data_dir / STAGING_NAME
-    # The "fraction" draw uses only some of the files it checks, so staging them all would waste writes.
-    job = CheckJob(listing.root, listing.is_zip, max_pixels, min_side, None if split == "fraction" else staging_dir)
+    # A sized "fraction" draw uses only some of the files it checks, so staging them all would waste writes.
+    job = CheckJob(listing.root, listing.is_zip, max_pixels, min_side, None if draw_counts is not None else staging_dir)
     wanted = sorted(by_number) if by_number is not None else [i for i, file in enumerate(listing.files) if file.label]
     results = check_files(job, [(i, listing.files[i].member) for i in wanted], workers=workers, progress=progress)
     try:
         assignment = (
             by_number
             if by_number is not None
-            else split_by_fraction(
-                listing, results, class_names, split, counts, validation_fraction, test_fraction, seed
-            )
+            else split_by_fraction(listing, results, class_names, draw_counts, validation_fraction, test_fraction, seed)
         )
         manifest, destinations = plan_split(listing, results, assignment, class_names, arguments)
     except CatsdogsError:
@@ -147,8 +151,20 @@ def prepare_dataset(
 def _check_arguments(split, counts, validation_fraction, test_fraction):
     if split not in SPLIT_MODES:
         raise CatsdogsError(f"Unknown split mode. Expected one of {', '.join(SPLIT_MODES)}. Received: split={split}")
+    received = ", ".join(f"{name}_per_class={count}" for name, count in counts.items())
+    missing = [name for name, count in counts.items() if count is None]
+    if split == "numbers" and missing:
+        raise CatsdogsError(
+            "The numbers split needs the train, validation and test counts per class (--train/--val/--test). "
+            f"Received: {received}"
+        )
+    if split == "fraction" and 0 < len(missing) < len(counts):
+        raise CatsdogsError(
+            "A fraction split draws --train + --val + --test images per class: give all three counts, or none to "
+            f"draw from every usable image. Received: {received}"
+        )
     for name, count in counts.items():
-        if not isinstance(count, int) or count < 0:
+        if count is not None and (not isinstance(count, int) or count < 0):
             raise CatsdogsError(
                 f"The {name} count per class must be zero or a positive integer. Received: {name}_per_class={count}"
             )

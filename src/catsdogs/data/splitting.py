@@ -71,20 +71,21 @@ def check_enough(listing, class_names, counts, usable=None):
             kind = "usable images after quarantine" if usable is not None else "images in SOURCE"
             raise CatsdogsError(
                 f"Class '{class_name}' has {available} {kind}, but --train/--val/--test ask for {requested} to draw "
-                f"from. Ask for at most {available} in total, or use --split all. Received: train_per_class="
-                f"{counts['train']}, validation_per_class={counts['validation']}, test_per_class={counts['test']}"
+                f"from. Ask for at most {available} in total, or give none of them to draw from every usable image. "
+                f"Received: train_per_class={counts['train']}, validation_per_class={counts['validation']}, "
+                f"test_per_class={counts['test']}"
             )
 
 
-def split_by_fraction(listing, results, class_names, split, counts, validation_fraction, test_fraction, seed):
+def split_by_fraction(listing, results, class_names, counts, validation_fraction, test_fraction, seed):
     """Split by a seeded, shuffled draw per class (stratified), from the usable images only.
 
     Args:
         listing: the `SourceListing`.
         results: {index: CheckResult} of the checked files.
         class_names: the classes.
-        split: "fraction" (draw train+validation+test images per class) or "all" (take every usable image).
-        counts: {"train": n, "validation": n, "test": n}: the size of the "fraction" draw.
+        counts: {"train": n, "validation": n, "test": n}: per class, draw that
+            many images in total; None takes every usable image.
         validation_fraction: share of each class's drawn images for validation.
         test_fraction: share for test; train gets the rest.
         seed: the draw's seed; each class gets its own stream, so adding a class changes no other class.
@@ -93,17 +94,17 @@ def split_by_fraction(listing, results, class_names, split, counts, validation_f
         A dict from listing index to split name, for the drawn files only.
 
     Raises:
-        CatsdogsError: when a class has fewer usable images than the "fraction" draw needs.
+        CatsdogsError: when a class has fewer usable images than `counts` ask for.
     """
     usable = {index for index, result in results.items() if result.status == "ok"}
-    if split == "fraction":
+    if counts is not None:
         check_enough(listing, class_names, counts, usable)
     assignment = {}
     for class_name in class_names:
         members = [i for i in sorted(usable) if listing.files[i].label == class_name]
         # A string seed is hashed with SHA-512 by `random`, so the draw is the same on every machine.
         random.Random(f"{seed}:{class_name}").shuffle(members)
-        drawn = members if split == "all" else members[: sum(counts.values())]
+        drawn = members if counts is None else members[: sum(counts.values())]
         validation_count = round(len(drawn) * validation_fraction)
         test_count = round(len(drawn) * test_fraction)
         train_count = len(drawn) - validation_count - test_count
