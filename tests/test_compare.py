@@ -1,4 +1,4 @@
-"""`compare_runs` and `catsdogs compare`: runs of different models side by side."""
+"""`compare_runs`, `write_comparison` and `catsdogs compare`: runs of different models side by side."""
 
 import csv
 
@@ -6,7 +6,8 @@ import pytest
 
 import fake_runs
 from catsdogs.cli import main
-from catsdogs.evaluation.evaluate import compare_runs, evaluate_run
+from catsdogs.evaluation.compare import compare_runs, format_comparison_table, write_comparison
+from catsdogs.evaluation.evaluate import evaluate_run
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +42,40 @@ def test_rows_describe_runs_of_different_models(two_runs):
     assert len(accuracy_axes.lines) == len(loss_axes.lines) == 2
 
 
+def test_the_table_aligns_columns_and_notes_missing_numbers(two_runs):
+    rows, _ = compare_runs([run.path for run in two_runs])
+    lines = format_comparison_table(rows).splitlines()
+    header, evaluated, trained_only, note = lines
+    assert header.split("  ")[0] == "run" and "test accuracy (95% interval)" in header
+    # Every column starts where its header does, and no line ends in spaces.
+    for column in ("model", "parameters", "epochs", "time", "test accuracy", "F1", "ROC-AUC"):
+        start = header.index(column)
+        assert evaluated[start - 2 : start] == trained_only[start - 2 : start] == "  "
+        assert evaluated[start] != " " and trained_only[start] != " "
+    assert all(line == line.rstrip() for line in lines)
+    assert "tiny_seq" in trained_only and "59" in trained_only and "0.2 min" in trained_only
+    assert "0.8000 (" in trained_only and trained_only.split()[-2:] == ["n/a", "n/a"]
+    assert note == "(n/a: run `catsdogs evaluate RUN` for F1 and ROC-AUC)"
+    assert "(n/a" not in format_comparison_table(rows[:1])
+
+
+def test_write_comparison_names_its_files(two_runs, tmp_path):
+    comparison = write_comparison([run.path for run in two_runs], tmp_path / "out")
+    assert comparison.table_path == tmp_path / "out" / "comparison.csv" and comparison.table_path.is_file()
+    assert comparison.curves_path == tmp_path / "out" / "validation_curves.png" and comparison.curves_path.is_file()
+    assert [row["run"] for row in comparison.rows] == ["functional-run", "sequential-run"]
+
+
 def test_compare_command_prints_and_writes(two_runs, tmp_path, capsys):
     out = tmp_path / "comparison"
     assert main(["compare", *[str(run.path) for run in two_runs], "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "functional-run" in printed and "sequential-run" in printed and "tiny_seq" in printed
+    rows, _ = compare_runs([run.path for run in two_runs])
+    assert (
+        printed
+        == f"{format_comparison_table(rows)}table:  {out / 'comparison.csv'}\ncurves: {out / 'validation_curves.png'}\n"
+    )
     with open(out / "comparison.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["model"] for row in rows] == ["tiny_cnn", "tiny_seq"]

@@ -1,9 +1,10 @@
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from catsdogs.config import Config, config_from_dict, default_config_text, load_config
+from catsdogs.config import Config, config_from_dict, config_to_toml, default_config_text, load_config
 from catsdogs.errors import CatsdogsError
 from catsdogs.models import available_models
 
@@ -108,6 +109,21 @@ def test_every_default_key_is_documented_with_a_type():
     documented = {line.split(" = ")[0] for line in lines if re.match(r"^\w+ = ", line)}
     fields = {key for section in load_config().to_dict().values() for key in section}
     assert documented == fields
+
+
+def test_toml_output_reads_back_as_the_same_config():
+    # Quotes, backslashes, lists, booleans and floats must survive, in every section including [predict].
+    config = load_config(
+        overrides=[
+            'data.class_names=["cats \\"tabby\\"", "dogs\\\\pups", "birds"]',
+            "augment.flip=false",
+            "predict.threshold=0.7",
+            "train.learning_rate=1e-05",
+        ]
+    )
+    assert config.data.class_names[:2] == ['cats "tabby"', "dogs\\pups"]
+    assert config_from_dict(tomllib.loads(config_to_toml(config))) == config
+    assert tomllib.loads(config_to_toml(config))["predict"]["threshold"] == 0.7
 
 
 def test_round_trip_through_a_dict():

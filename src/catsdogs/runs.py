@@ -342,3 +342,20 @@ def check_run_name(run_name):
             f"A run name must be a plain folder name without slashes, e.g. seed-baseline. Received: name={run_name}"
         )
     return name
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """Whether `path` is a run folder (it has config.json), as opposed to a file or a folder of photos.
+
+    Raises:
+        CatsdogsError: for a folder that has run files (model, run.json, labels) but no config.json, so that a
+            broken run folder is reported rather than taken for photos.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return False
+    if (folder / CONFIG_FILE).is_file():
+        return True
+    if any((folder / name).exists() for name in (MODEL_FILE, RUN_FILE, LABELS_FILE)):
+        RunDir.open(folder)  # Raises the "not a run folder" error, naming what is missing.
+    return False

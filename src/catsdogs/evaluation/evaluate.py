@@ -1,4 +1,4 @@
-"""`evaluate_run` and `compare_runs`: what `catsdogs evaluate` and `catsdogs compare` do with run folders.
+"""`evaluate_run`: what `catsdogs evaluate` does with a run folder (`compare.py` does `catsdogs compare`).
 
 Evaluation predicts the validation split (only to choose decision thresholds)
 and the evaluated split, computes every metric, writes figures and merges the
@@ -23,9 +23,7 @@ from catsdogs.evaluation.metrics import (
     evaluate_predictions,
     most_confident_mistakes,
     predicted_labels,
-    wilson_interval,
 )
-from catsdogs.models.saving import load_model
 from catsdogs.runs import EVALUATION_KEY, RunDir
 
 logger = logging.getLogger("catsdogs.evaluation")
@@ -278,74 +276,3 @@ def write_gradcam_examples(run, predictions, predictor, threshold, count):
         figure = report_plots.gradcam_figure(image, heatmap, title=title, layer=layer)
         paths.append(report_plots.save_figure(figure, run.gradcam_figure_path(number)))
     return paths
-
-
-def compare_runs(run_dirs):
-    """Summarise several runs side by side.
-
-    Args:
-        run_dirs: run folders, possibly of different models.
-
-    Returns:
-        (rows, figure): one dict per run (run, model, parameters, epochs, training
-        seconds, test accuracy with its 95% interval, macro F1, ROC-AUC, source of
-        the test numbers) and the overlay of their validation curves.
-
-    Raises:
-        CatsdogsError: if a folder is not a run folder.
-    """
-    rows, histories = [], {}
-    for path in run_dirs:
-        run = open_run(path)
-        metrics = run.read_metrics() if run.metrics_path.is_file() else {}
-        info = run.read_run_info()
-        history = run.read_history()
-        rows.append({"run": run.path.name, **_model_summary(run, info), **_test_summary(metrics)})
-        histories[f"{run.path.name} ({rows[-1]['model']})"] = history
-        rows[-1]["epochs"] = metrics.get("epochs_done", len(history.get("loss", [])))
-        rows[-1]["training_seconds"] = metrics.get("fit_seconds", info.get("fit_seconds"))
-    return rows, report_plots.validation_curves_figure(histories)
-
-
-def _model_summary(run, info):
-    model_name = info.get("model") or run.read_config().get("model", {}).get("name")
-    try:
-        parameters = load_model(run.model_path).count_params()
-    except CatsdogsError:
-        parameters = None
-    return {"model": model_name, "parameters": parameters}
-
-
-def _test_summary(metrics):
-    evaluated = metrics.get(EVALUATION_KEY, {}).get("test")
-    if evaluated:
-        decided = evaluated["at_decision_threshold"]
-        return {
-            "test_accuracy": decided["accuracy"],
-            "test_accuracy_low": decided["accuracy_interval"]["low"],
-            "test_accuracy_high": decided["accuracy_interval"]["high"],
-            "test_f1": decided["macro_avg"]["f1"],
-            "test_roc_auc": evaluated.get("roc_auc"),
-            "source": "catsdogs evaluate",
-        }
-    tested = metrics.get("test")
-    if not tested:
-        return {
-            "test_accuracy": None,
-            "test_accuracy_low": None,
-            "test_accuracy_high": None,
-            "test_f1": None,
-            "test_roc_auc": None,
-            "source": "no test split",
-        }
-    # Training's own test accuracy; its interval follows from the number of test images.
-    total = metrics.get("images", {}).get("test", 0)
-    low, high = wilson_interval(round(tested["accuracy"] * total), total) if total else (None, None)
-    return {
-        "test_accuracy": tested["accuracy"],
-        "test_accuracy_low": low,
-        "test_accuracy_high": high,
-        "test_f1": None,
-        "test_roc_auc": None,
-        "source": "training (run `catsdogs evaluate` for F1 and ROC-AUC)",
-    }
