@@ -90,6 +90,35 @@ def test_another_prepared_folder_is_stored_under_its_own_key(tmp_path, capsys):
     assert section[section["latest"]]["selected_thresholds"]["in_sample"] is True
 
 
+def test_a_folder_without_validation_borrows_the_runs_own_for_thresholds(tmp_path, capsys):
+    data_dir = fake_runs.make_data(tmp_path / "own")
+    run = fake_runs.make_run(tmp_path / "runs", data_dir)
+    test_only = fake_runs.make_data(tmp_path / "other", splits=("test",))
+    assert main(["evaluate", str(run.path), "--data", str(test_only)]) == 0
+    printed = capsys.readouterr().out
+    assert f"thresholds: {test_only.resolve()} has no validation split" in printed
+    metrics = run.read_metrics()["evaluation"][f"test of {test_only.resolve()}"]
+    assert metrics["threshold_data_dir"] == str(data_dir.resolve()) and metrics["data_dir"] == str(test_only.resolve())
+    assert "run's own data folder" in metrics["threshold_note"]
+    # The same thresholds as the run's own evaluation, which chose them on that very validation split.
+    own = evaluate_run(run.path, gradcam_examples=0).metrics
+    assert metrics["selected_thresholds"] == own["selected_thresholds"] and "threshold_note" not in own
+    assert own["threshold_data_dir"] == str(data_dir.resolve())
+    evaluate_run(run.path, data_dir=test_only, gradcam_examples=0)
+    page = run.report_path.read_text(encoding="utf-8")
+    assert "has no validation split, so the decision thresholds were chosen on the validation split" in page
+
+
+def test_no_validation_anywhere_is_a_clear_error(tmp_path):
+    data_dir = fake_runs.make_data(tmp_path / "own", splits=("train", "test"))
+    run = fake_runs.make_run(tmp_path / "runs", data_dir)
+    test_only = fake_runs.make_data(tmp_path / "other", splits=("test",))
+    with pytest.raises(CatsdogsError, match=r"neither the data folder nor the run's own data folder has one"):
+        evaluate_run(run.path, data_dir=test_only)
+    with pytest.raises(CatsdogsError, match=r"Pass --data a folder .* validation split.*Received: data_dir="):
+        evaluate_run(run.path)
+
+
 def test_more_than_two_classes(tmp_path):
     class_names = ("birds", "cats", "dogs")
     data_dir = fake_runs.make_data(tmp_path, class_names=class_names)

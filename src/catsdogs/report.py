@@ -211,6 +211,8 @@ def _metrics_section(evaluated):
             f'<p class="muted">Thresholds chosen on {selected["chosen_on_examples"]} {_e(selected["chosen_on"])} '
             f"images{note}; never on test.</p>"
         )
+        if evaluated.get("threshold_note"):
+            parts.append(f'<p class="note">{_e(evaluated["threshold_note"])}.</p>')
     parts.append("<h3>Per class, at the configured threshold</h3>")
     parts.append(_per_class_table(evaluated, decided))
     confusion = decided["confusion_matrix"]

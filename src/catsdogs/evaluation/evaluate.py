@@ -3,7 +3,9 @@
 Evaluation predicts the validation split (only to choose decision thresholds)
 and the evaluated split, computes every metric, writes figures and merges the
 numbers into the run's metrics.json under "evaluation", leaving training's
-entries alone, then rewrites report.html.
+entries alone, then rewrites report.html. A data folder with a test split but
+no validation split borrows the validation split of the run's own data folder
+for the thresholds, and the metrics say so.
 """
 
 import dataclasses
@@ -41,7 +43,7 @@ class EvaluationResult:
     report_path: Path
 
 
-def open_run(run_dir):
+def open_run(run_dir: str | Path | RunDir) -> RunDir:
     """Open a run folder given as a path or as a `RunDir` (as `train` passes it)."""
     return RunDir.open(run_dir.path if isinstance(run_dir, RunDir) else run_dir)
 
@@ -99,18 +101,57 @@ def predict_split(predictor, data_dir, split):
     return predictions, unreadable
 
 
+def threshold_data_dir(data_dir: Path, recorded: str | None) -> tuple[Path, str | None]:
+    """Return the folder whose validation split chooses the decision thresholds, and why, if it is a fallback.
+
+    Thresholds are chosen on validation only. A folder with just a test split
+    borrows the validation split of the run's own data folder, which the model
+    was selected on too, so the evaluated split still takes no part in the choice.
+
+    Args:
+        data_dir: the prepared folder being evaluated.
+        recorded: the run's own data folder, from run.json; None when not recorded.
+
+    Returns:
+        (folder, note): `data_dir` and None when it has a validation split, else the run's
+        own data folder and a sentence that says so.
+
+    Raises:
+        CatsdogsError: if neither folder has a validation split.
+    """
+    if (data_dir / "validation").is_dir():
+        return data_dir, None
+    own = Path(recorded) if recorded else None
+    if own is not None and (own / "validation").is_dir():
+        note = (
+            f"{data_dir.resolve()} has no validation split, so the decision thresholds were chosen on the "
+            f"validation split of the run's own data folder, {own.resolve()}"
+        )
+        return own, note
+    raise CatsdogsError(
+        "Evaluation chooses its decision thresholds on a validation split, but neither the data folder nor the "
+        "run's own data folder has one. Pass --data a folder made by `catsdogs prepare` that has a validation "
+        "split, or put the run's data folder back where run.json says it is. "
+        f"Received: data_dir={data_dir}, run_data_dir={recorded}"
+    )
+
+
 def evaluate_run(
-    run_dir,
+    run_dir: str | Path | RunDir,
     *,
-    split="test",
-    data_dir=None,
-    decision_threshold=DEFAULT_THRESHOLD,
-    gallery_size=12,
-    gradcam_examples=4,
-    batch_size=DEFAULT_BATCH_SIZE,
-    test_time_augmentation=None,
-):
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    decision_threshold: float = DEFAULT_THRESHOLD,
+    gallery_size: int = 12,
+    gradcam_examples: int = 4,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    test_time_augmentation: bool | None = None,
+) -> EvaluationResult:
     """Evaluate a trained run on a split, write metrics, figures and the report.
+
+    Two-class thresholds are chosen on the validation split of `data_dir`; when it
+    has none, on the run's own validation split, recorded in the metrics as
+    "threshold_data_dir" with a "threshold_note".
 
     Args:
         run_dir: the run folder.
@@ -127,7 +168,8 @@ def evaluate_run(
         An `EvaluationResult`.
 
     Raises:
-        CatsdogsError: for an unknown split, a missing data folder or split, or other class names.
+        CatsdogsError: for an unknown split, a missing data folder or split, no validation split to
+            choose thresholds on, or other class names.
     """
     from catsdogs.inference import Predictor
     from catsdogs.report import write_report
@@ -140,10 +182,15 @@ def evaluate_run(
     predictor = Predictor.from_run_dir(
         run.path, threshold=decision_threshold, batch_size=batch_size, test_time_augmentation=test_time_augmentation
     )
-    validation, validation_unreadable = predict_split(predictor, data_dir, "validation")
+    validation, validation_dir, note = None, data_dir, None
     if split == "validation":
-        evaluated, unreadable = validation, validation_unreadable
+        evaluated, unreadable = predict_split(predictor, data_dir, split)
+        validation = evaluated
     else:
+        # Only two-class thresholds need validation predictions; more classes take the argmax.
+        if len(predictor.class_names) == 2:
+            validation_dir, note = threshold_data_dir(data_dir, recorded)
+            validation, _ = predict_split(predictor, validation_dir, "validation")
         evaluated, unreadable = predict_split(predictor, data_dir, split)
     if not len(evaluated.labels):
         raise CatsdogsError(f"No image of the {split} split could be read. Received: data_dir={data_dir}")
@@ -155,6 +202,10 @@ def evaluate_run(
     metrics.update(
         data_dir=str(data_dir.resolve()), unreadable=unreadable, test_time_augmentation=predictor.test_time_augmentation
     )
+    if selection is not None:
+        metrics["threshold_data_dir"] = str(validation_dir.resolve())
+    if note:
+        metrics["threshold_note"] = note
     figures = write_evaluation_figures(run, evaluated, metrics, predictor, decision_threshold, gallery_size)
     figures += write_gradcam_examples(run, evaluated, predictor, decision_threshold, gradcam_examples)
     stored = run.read_metrics() if run.metrics_path.is_file() else {}
