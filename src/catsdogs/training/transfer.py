@@ -250,23 +250,10 @@ def _train_head(
     extra_callbacks,
 ):
     """Phase 1: train the head with the run folder's callbacks; return the `FitResult`."""
-    if features is not None:
-        phase_model = build_head(model)
-        train_data = features_dataset(
-            features["train"].pooled,
-            features["train"].labels,
-            batch_size=batch_size,
-            num_classes=num_classes,
-            shuffle=True,
-            seed=seed,
-        )
-        validation_data = features_dataset(
-            features["validation"].pooled, features["validation"].labels, batch_size=batch_size, num_classes=num_classes
-        )
-        steps_per_epoch = math.ceil(len(features["train"].labels) / batch_size)
-    else:
-        phase_model, train_data, validation_data = model, datasets["train"], datasets["validation"]
-        steps_per_epoch = image_steps
+    phase_model = build_head(model) if features is not None else model
+    train_data, validation_data, steps_per_epoch = _phase_data(
+        datasets, features, "pooled", batch_size=batch_size, num_classes=num_classes, seed=seed, image_steps=image_steps
+    )
     compile_model(phase_model, num_classes=num_classes, optimizer=optimizer, total_steps=epochs * steps_per_epoch)
     callbacks, named = build_callbacks(
         run_dir, callback_settings, extra_callbacks=extra_callbacks, epoch_log_level=progress.epoch_log_level
@@ -288,6 +275,30 @@ def _train_head(
     return result
 
 
+def _phase_data(datasets, features, kind, *, batch_size, num_classes, seed, image_steps):
+    """Return (train_data, validation_data, steps_per_epoch) for one phase.
+
+    Args:
+        datasets: {split: tf.data pipeline of images}, used when `features` is None.
+        features: {split: `SplitFeatures`} cached by `load_split_features`, or None.
+        kind: which cached inputs the phase trains on: "pooled" (the head) or "cut" (fine-tuning).
+        batch_size: rows per batch of cached features.
+        num_classes: number of classes, which picks the label type.
+        seed: the shuffle seed of the training rows.
+        image_steps: batches per epoch of the image pipeline.
+    """
+    if features is None:
+        return datasets["train"], datasets["validation"], image_steps
+    train, validation = features["train"], features["validation"]
+    return (
+        features_dataset(
+            getattr(train, kind), train.labels, batch_size=batch_size, num_classes=num_classes, shuffle=True, seed=seed
+        ),
+        features_dataset(getattr(validation, kind), validation.labels, batch_size=batch_size, num_classes=num_classes),
+        math.ceil(len(train.labels) / batch_size),
+    )
+
+
 def _fine_tune(
     model,
     run_dir,
@@ -307,22 +318,15 @@ def _fine_tune(
 ):
     """Phase 2: unfreeze the top blocks and train at a low learning rate; return the best validation loss."""
     phase_model, finish = fine_tuning_model(model, blocks, cut)
-    if cut is not None:
-        train_data = features_dataset(
-            features["train"].cut,
-            features["train"].labels,
-            batch_size=batch_size,
-            num_classes=num_classes,
-            shuffle=True,
-            seed=seed,
-        )
-        validation_data = features_dataset(
-            features["validation"].cut, features["validation"].labels, batch_size=batch_size, num_classes=num_classes
-        )
-        steps_per_epoch = math.ceil(len(features["train"].labels) / batch_size)
-    else:
-        train_data, validation_data = datasets["train"], datasets["validation"]
-        steps_per_epoch = image_steps
+    train_data, validation_data, steps_per_epoch = _phase_data(
+        datasets,
+        features if cut is not None else None,
+        "cut",
+        batch_size=batch_size,
+        num_classes=num_classes,
+        seed=seed,
+        image_steps=image_steps,
+    )
     compile_model(phase_model, num_classes=num_classes, optimizer=optimizer, total_steps=epochs * steps_per_epoch)
     logger.info(
         "Fine-tuning the top %d blocks for %d epochs (%s)",
