@@ -71,13 +71,18 @@ def run(arguments: argparse.Namespace) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("catsdogs train: %(message)s"))
-    logging.getLogger("catsdogs").addHandler(handler)
+    # INFO for the whole command, so the evaluation after training reports as training does.
+    package_logger = logging.getLogger("catsdogs")
+    previous_level = package_logger.level
+    package_logger.setLevel(logging.INFO)
+    package_logger.addHandler(handler)
     try:
         run_dir = train_and_report(
             config, arguments.data, runs_dir=arguments.out, run_name=arguments.name, resume=not arguments.fresh
         )
     finally:
-        logging.getLogger("catsdogs").removeHandler(handler)
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(previous_level)
     metrics = run_dir.read_metrics()
     print(f"run folder: {run_dir.path}")
     print(
