@@ -278,6 +278,36 @@ def _shorter_than_declared(data):
     return False
 
 
+def encode_png(image: Image.Image | numpy.typing.ArrayLike) -> bytes:
+    """Encode an array or PIL image losslessly, so that it takes the same path as a file.
+
+    Args:
+        image: a PIL image, or pixels (height, width), (height, width, 1), (height, width, 3) or
+            (height, width, 4); values outside uint8 are rounded and clipped to 0..255.
+
+    Returns:
+        The PNG file's bytes.
+
+    Raises:
+        CatsdogsError: when an array has another shape.
+    """
+    if not isinstance(image, Image.Image):
+        array = numpy.asarray(image)
+        if array.dtype != numpy.uint8:
+            array = numpy.clip(numpy.round(array.astype(numpy.float64)), 0, 255).astype(numpy.uint8)
+        if array.ndim == 3 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+            raise CatsdogsError(
+                "An image array must have shape (height, width), (height, width, 3) or (height, width, 4). "
+                f"Received: shape={array.shape}"
+            )
+        image = Image.fromarray(array)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def decode_and_resize(image_bytes, image_size):
     """Decode image bytes and resize them: the one decode used by training and prediction alike.
 

@@ -9,7 +9,6 @@ batch: it comes back as a `Prediction` with `error` set.
 from __future__ import annotations
 
 import dataclasses
-import io
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -168,14 +167,14 @@ class Predictor:
             CatsdogsError: (an `images.ImageError` for bad image data) when the image cannot be used.
             OSError: when a path cannot be read.
         """
-        from catsdogs.images import clean_image_bytes, decode_and_resize
+        from catsdogs.images import clean_image_bytes, decode_and_resize, encode_png
 
         if isinstance(image, (str, Path)):
             data = Path(image).read_bytes()
         elif isinstance(image, (bytes, bytearray, memoryview)):
             data = bytes(image)
         else:
-            data = _encode_png(image)
+            data = encode_png(image)
         clean = clean_image_bytes(data, max_pixels=self.max_pixels, min_side=self.min_side)
         return decode_and_resize(clean.data, self.image_size).numpy()
 
@@ -254,24 +253,3 @@ def _source_name(image, index):
     if isinstance(image, (bytes, bytearray, memoryview)):
         return f"<bytes {index}>"
     return f"<array {index}>"
-
-
-def _encode_png(image):
-    """Encode an array or PIL image losslessly, so it can take the same path as a file."""
-    from PIL import Image
-
-    if not isinstance(image, Image.Image):
-        array = numpy.asarray(image)
-        if array.dtype != numpy.uint8:
-            array = numpy.clip(numpy.round(array.astype(numpy.float64)), 0, 255).astype(numpy.uint8)
-        if array.ndim == 3 and array.shape[-1] == 1:
-            array = array[..., 0]
-        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-            raise CatsdogsError(
-                f"An image array must have shape (height, width), (height, width, 3) or (height, width, 4). "
-                f"Received: shape={array.shape}"
-            )
-        image = Image.fromarray(array)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
