@@ -19,6 +19,8 @@ SCHEDULES = ("constant", "cosine", "one_cycle")
 FEATURE_ENGINES = ("auto", "onnxruntime", "keras")
 PRECISIONS = ("float32", "mixed_bfloat16")
 OUTPUT_FORMATS = ("table", "csv", "json")
+# `catsdogs export --format`; `export.BUILT_FORMATS` says which of them work today.
+EXPORT_FORMATS = ("onnx", "saved_model", "tflite")
 
 
 def default_config_text() -> str:

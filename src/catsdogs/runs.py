@@ -16,6 +16,8 @@ A run folder carries everything needed to use a model later:
     backup/                  BackupAndRestore state while training; removed when finished
     checkpoints/             ModelCheckpoint files while training; best.json names the complete one
     tensorboard/             TensorBoard logs, when switched on
+    export/<format>/         `catsdogs export`: the artifact (model.onnx) with its .sha256, labels.json,
+                             preprocessing.json and export.json (its verification); see `ExportDir`
 
 Every file is written to a temporary name first and moved into place with
 `os.replace`, so a killed process never leaves half a file under a real name.
@@ -47,6 +49,11 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PATTERN = "epoch-{epoch:03d}.keras"
 CHECKPOINT_COMMIT_FILE = "best.json"
 TENSORBOARD_DIR = "tensorboard"
+# `catsdogs export` writes RUN/export/<format>/, holding the artifact and these files.
+EXPORT_DIR = "export"
+EXPORT_ARTIFACT_FILES = {"onnx": "model.onnx"}
+PREPROCESSING_FILE = "preprocessing.json"
+EXPORT_RECORD_FILE = "export.json"
 # `catsdogs evaluate` writes its numbers under this key of metrics.json, and these figures.
 EVALUATION_KEY = "evaluation"
 EVALUATION_FIGURES = {
@@ -110,6 +117,10 @@ class RunDir:
     checkpoint_dir = property(lambda self: self.path / CHECKPOINT_DIR)
     tensorboard_dir = property(lambda self: self.path / TENSORBOARD_DIR)
     explain_dir = property(lambda self: self.path / FIGURES_DIR / EXPLAIN_DIR)
+
+    def export_dir(self, format_name: str) -> Path:
+        """The default folder of this run's export in `format_name`: RUN/export/<format>/."""
+        return self.path / EXPORT_DIR / format_name
 
     def evaluation_figure_path(self, name):
         """The path of one evaluation figure, by its key in `EVALUATION_FIGURES` ("roc", "calibration", ...)."""
@@ -332,6 +343,30 @@ class RunDir:
 
         for folder in (self.backup_dir, self.checkpoint_dir):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+class ExportDir:
+    """One export folder (RUN/export/<format>/ or `--out`): the paths of its files.
+
+    Args:
+        path: the folder.
+        format_name: the export format, which names the artifact file (see `EXPORT_ARTIFACT_FILES`).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, format_name: str) -> None:
+        self.path = Path(path)
+        self.format_name = format_name
+
+    artifact_path = property(lambda self: self.path / EXPORT_ARTIFACT_FILES[self.format_name])
+    artifact_checksum_path = property(lambda self: checksum_path(self.artifact_path))
+    labels_path = property(lambda self: self.path / LABELS_FILE)
+    preprocessing_path = property(lambda self: self.path / PREPROCESSING_FILE)
+    record_path = property(lambda self: self.path / EXPORT_RECORD_FILE)
+
+    def missing_files(self) -> list[str]:
+        """The names of the files a complete export folder has and this one lacks, in a fixed order."""
+        paths = (self.artifact_path, self.artifact_checksum_path, self.labels_path, self.preprocessing_path)
+        return [path.name for path in (*paths, self.record_path) if not path.is_file()]
 
 
 def check_run_name(run_name):
