@@ -215,7 +215,9 @@ def preprocessing_description(session, *, image_size, class_names, threshold) ->
         },
         "decode": (
             "8-bit RGB: EXIF rotation applied, CMYK and grayscale converted to RGB, transparency composited on "
-            "white, the first frame of an animation (catsdogs.images.clean_image_bytes)"
+            "white, the first frame of an animation (catsdogs.images.clean_image_bytes); training decodes JPEG "
+            "with libjpeg's fast integer DCT (TensorFlow's default), and a decoder with the accurate DCT "
+            "(Pillow) differs by up to 4 of 255 levels per value (docs/benchmarks.md)"
         ),
         "resize": {
             "method": "bilinear",
