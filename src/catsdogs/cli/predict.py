@@ -1,4 +1,9 @@
-"""`catsdogs predict`: a label and probability per image, from a run folder or the zero-shot model."""
+"""`catsdogs predict`: a label and probability per image, from a run folder, an export folder or the zero-shot model.
+
+An export folder (made by `catsdogs export`) is predicted with
+`runtime.OnnxPredictor`, and this path never imports TensorFlow: only the
+formatting helpers of `inference.files` are imported besides the runtime.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from catsdogs.errors import CatsdogsError
 from catsdogs.runs import is_run_dir
 
 if TYPE_CHECKING:
-    from catsdogs.inference import Predictor
+    from catsdogs.runtime import ImagePredictor
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:
@@ -23,12 +28,19 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Predict a label and probability for every image in PATH... (files, folders searched recursively, "
             "glob patterns). Images get the same normalisation as `prepare`. A file that cannot be read gets an "
-            "error row; the exit status is 0 if every file succeeded and 1 otherwise. When the first argument is "
-            "not a run folder, every argument is an image and the zero-shot ImageNet model answers cats or dogs."
+            "error row; the exit status is 0 if every file succeeded and 1 otherwise. The first argument may also be "
+            "an export folder made by `catsdogs export` (RUN/export/onnx), which predicts with ONNX Runtime and "
+            "without TensorFlow. When the first argument is neither, every argument is an image and the zero-shot "
+            "ImageNet model answers cats or dogs."
         ),
     )
     parser.add_argument(
-        "run_dir", metavar="RUN|PATH", help="Run folder made by `catsdogs train`; leave it out for the zero-shot model."
+        "run_dir",
+        metavar="RUN|PATH",
+        help=(
+            "Run folder made by `catsdogs train`, or export folder made by `catsdogs export`; leave it out for the "
+            "zero-shot model."
+        ),
     )
     parser.add_argument("paths", metavar="PATH", nargs="*", help="Image files, folders or glob patterns.")
     add_test_time_augmentation_argument(parser)
@@ -59,7 +71,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     """Predict every named image; return 1 if any of them failed, else 0."""
-    from catsdogs.inference import check_threshold, format_predictions, predict_files
+    # inference.files and runtime.predictions import no TensorFlow, so an export folder predicts without it.
+    from catsdogs.inference.files import format_predictions, predict_files
+    from catsdogs.runtime.predictions import check_threshold
 
     check_threshold(arguments.threshold)
     predictor, paths = load_predictor(arguments)
@@ -86,20 +100,37 @@ def run(arguments: argparse.Namespace) -> int:
     return EXIT_FAILURES if failed else EXIT_OK
 
 
-def load_predictor(arguments: argparse.Namespace) -> tuple[Predictor, list[str]]:
-    """Return (predictor, image paths): the run folder's model, or the zero-shot model when RUN is an image.
+def load_predictor(arguments: argparse.Namespace) -> tuple[ImagePredictor, list[str]]:
+    """Return (predictor, image paths): the run folder's or export folder's model, or the zero-shot model.
 
     Raises:
-        CatsdogsError: for a run folder with no image after it, or a folder with run files but no config.json.
+        CatsdogsError: for a run or export folder with no image after it, a folder with run files but no
+            config.json, a partial export folder, or an export whose model fails its SHA-256 check.
     """
-    from catsdogs.inference import Predictor
+    from catsdogs.runtime.export_folder import is_export_dir
 
-    if is_run_dir(arguments.run_dir):
-        if not arguments.paths:
-            raise CatsdogsError(
-                "Name at least one image, folder or glob pattern after the run folder. Received: "
-                f"run_dir={arguments.run_dir}"
+    # An export folder holds labels.json but no config.json, which `is_run_dir` reports as a broken run.
+    if is_export_dir(arguments.run_dir):
+        from catsdogs.runtime import OnnxPredictor
+
+        _check_images_named(arguments, "export folder")
+        predictor = OnnxPredictor.from_export_dir(
+            arguments.run_dir,
+            threshold=arguments.threshold,
+            batch_size=arguments.batch_size,
+            test_time_augmentation=bool(arguments.test_time_augmentation),
+        )
+        if not predictor.verified:
+            print(
+                "catsdogs predict: warning: this export did not pass its check against the Keras model "
+                "(export.json has verified false); its answers may differ from the run's.",
+                file=sys.stderr,
             )
+        return predictor, arguments.paths
+    if is_run_dir(arguments.run_dir):
+        from catsdogs.inference import Predictor
+
+        _check_images_named(arguments, "run folder")
         predictor = Predictor.from_run_dir(
             arguments.run_dir,
             threshold=arguments.threshold,
@@ -118,3 +149,10 @@ def load_predictor(arguments: argparse.Namespace) -> tuple[Predictor, list[str]]
     if arguments.output_format != "table" or arguments.output:
         print(f"catsdogs predict: {predictor.note}", file=sys.stderr)
     return predictor, [arguments.run_dir, *arguments.paths]
+
+
+def _check_images_named(arguments: argparse.Namespace, what: str) -> None:
+    if not arguments.paths:
+        raise CatsdogsError(
+            f"Name at least one image, folder or glob pattern after the {what}. Received: run_dir={arguments.run_dir}"
+        )
