@@ -8,13 +8,15 @@ import numpy
 import pytest
 
 from catsdogs.cli import main
+from catsdogs.config import config_from_dict
 from catsdogs.errors import CatsdogsError
 from catsdogs.export import check_export_format, export_run
 from catsdogs.export import verify as export_verify
-from catsdogs.export.onnx import open_session, read_metadata, run_session
+from catsdogs.export.onnx import read_metadata, run_session
 from catsdogs.fileio import sha256_file, verify_checksum
 from catsdogs.models.saving import load_model
 from catsdogs.runs import EXPORT_DIR, EXPORT_RECORD_FILE, ExportDir, RunDir
+from catsdogs.runtime.onnx_predictor import open_session
 from fake_runs import make_data_dir, make_run
 
 
@@ -111,6 +113,9 @@ def test_preprocessing_json_says_how_to_feed_the_model(exported):
     assert described["resize"]["method"] == "bilinear" and described["resize"]["antialias"] is True
     assert described["output"]["shape"] == [None, 1] and "sigmoid" in described["output"]["meaning"]
     assert described["labels"] == ["cats", "dogs"]
+    # The same limits as the run's own predict, from its config.
+    data_config = config_from_dict(run.read_config()).data
+    assert (described["max_pixels"], described["min_side"]) == (data_config.max_pixels, data_config.min_side)
 
 
 def test_onnx_runtime_gives_the_keras_outputs(exported, data_dir):

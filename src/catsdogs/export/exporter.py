@@ -103,7 +103,8 @@ def export_run(
     run = _open_complete_run(run_dir)
     data_dir = _resolve_data_dir(run, data_dir)
     class_names = run.read_labels()
-    image_size = tuple(config_from_dict(run.read_config()).data.image_size)
+    data_config = config_from_dict(run.read_config()).data
+    image_size = tuple(data_config.image_size)
     source_model_sha256 = verify_checksum(run.model_path, what="model")
     model = load_model(run.model_path)
     destination = Path(out_dir) if out_dir is not None else run.export_dir(format_name)
@@ -121,6 +122,7 @@ def export_run(
             data_dir=data_dir,
             batch_size=batch_size,
             threshold=threshold,
+            limits={"max_pixels": data_config.max_pixels, "min_side": data_config.min_side},
         )
         # mkdtemp makes the folder private (0700); an export is meant to be copied and shared.
         os.chmod(temporary, 0o777 & ~_current_umask())
@@ -131,13 +133,14 @@ def export_run(
     return ExportResult(ExportDir(destination, format_name=format_name), record)
 
 
-def _build(export_dir, model, *, class_names, image_size, source_model_sha256, data_dir, batch_size, threshold):
+def _build(export_dir, model, *, class_names, image_size, source_model_sha256, data_dir, batch_size, threshold, limits):
     """Write the artifact and its files into `export_dir`, verify it, and return export.json's contents."""
     import keras
 
     from catsdogs import __version__
     from catsdogs.export import onnx as onnx_format
     from catsdogs.export import verify
+    from catsdogs.runtime.onnx_predictor import open_session
 
     onnx_format.export_onnx(
         model,
@@ -148,10 +151,12 @@ def _build(export_dir, model, *, class_names, image_size, source_model_sha256, d
     )
     artifact_sha256 = write_checksum(export_dir.artifact_path)
     atomic_write_json(export_dir.labels_path, list(class_names))
-    session = onnx_format.open_session(export_dir.artifact_path)
+    session = open_session(export_dir.artifact_path)
     atomic_write_json(
         export_dir.preprocessing_path,
-        preprocessing_description(session, image_size=image_size, class_names=class_names, threshold=threshold),
+        preprocessing_description(
+            session, image_size=image_size, class_names=class_names, threshold=threshold, limits=limits
+        ),
     )
 
     def artifact(pixels):
@@ -190,7 +195,7 @@ def _build(export_dir, model, *, class_names, image_size, source_model_sha256, d
     return record
 
 
-def preprocessing_description(session, *, image_size, class_names, threshold) -> dict:
+def preprocessing_description(session, *, image_size, class_names, threshold, limits) -> dict:
     """Return preprocessing.json: everything a client outside catsdogs needs to feed the model and read it.
 
     Args:
@@ -198,12 +203,16 @@ def preprocessing_description(session, *, image_size, class_names, threshold) ->
         image_size: (height, width).
         class_names: class names in label order.
         threshold: the decision threshold on P(class 1) used for two classes.
+        limits: {"max_pixels", "min_side"}: the images the run accepts, as `prepare` checked its photos.
     """
     height, width = (int(side) for side in image_size)
     model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
     two_classes = len(class_names) == 2
     return {
         "image_size": [height, width],
+        # Larger or smaller images are refused, as the run's own `predict` refuses them.
+        "max_pixels": int(limits["max_pixels"]),
+        "min_side": int(limits["min_side"]),
         "input": {
             "name": model_input.name,
             "shape": [None, height, width, 3],

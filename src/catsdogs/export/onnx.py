@@ -13,7 +13,6 @@ import json
 import os
 import typing
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy
 
@@ -85,24 +84,6 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     # Only the header matters here; the weights need not be read.
     proto = onnx.load(str(path), load_external_data=False)
     return {entry.key: entry.value for entry in proto.metadata_props}
-
-
-def open_session(path: str | os.PathLike) -> onnxruntime.InferenceSession:
-    """Open an ONNX file in ONNX Runtime on the CPU, with one thread per core this process may use.
-
-    Raises:
-        CatsdogsError: if onnxruntime is not installed.
-    """
-    try:
-        import onnxruntime
-    except ImportError:
-        raise CatsdogsError(
-            "Verifying an ONNX export needs ONNX Runtime. Install it with `pip install onnxruntime`. "
-            "Received: format=onnx"
-        ) from None
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return onnxruntime.InferenceSession(str(Path(path)), options, providers=["CPUExecutionProvider"])
 
 
 def run_session(session: onnxruntime.InferenceSession, pixels: numpy.ndarray) -> numpy.ndarray:
