@@ -2,6 +2,7 @@
 refusals (tampered model, missing files, missing data, wrong format), atomic writing and the exit codes."""
 
 import json
+import re
 import shutil
 
 import numpy
@@ -231,3 +232,43 @@ def test_out_never_replaces_a_folder_that_is_not_an_export(run_copy, tmp_path):
     with pytest.raises(CatsdogsError, match=r"not an export.*Received: out="):
         export_run(run_copy.path, out_dir=precious)
     assert (precious / "cat.jpg").read_bytes() == b"not mine to delete"
+
+
+# ----------------------------------------------------------------------------- the report's Deployment section
+
+
+def _deployment_section(run):
+    page = run.report_path.read_text(encoding="utf-8")
+    assert '<a href="#deployment">Deployment</a>' in page
+    return re.search(r'<section id="deployment">(.*?)</section>', page, re.DOTALL).group(1)
+
+
+def test_export_rewrites_the_report_with_the_exports_numbers(exported):
+    run, _ = exported
+    section = _deployment_section(run)
+    record = json.loads((run.export_dir("onnx") / EXPORT_RECORD_FILE).read_text())
+    validation, speed = record["validation"], record["speed"]
+    assert record["file_size_bytes"] < 1024 * 1024, "a tiny model: the report gives its size in KiB"
+    for shown in (
+        "<td>onnx</td>",
+        "<td>export/onnx/model.onnx</td>",
+        '<span class="verdict-yes">yes</span>',
+        "<td>100.00% of 12</td>",
+        f"<td>{validation['max_probability_difference']:.2e}</td>",
+        f"<td>{record['test']['accuracy'] * 100:.1f}% of 12</td>",
+        f"<td>{record['file_size_bytes'] / 1024:.1f} KiB</td>",
+        f"<td>{speed['latency_batch1_ms']:.2f} ms</td>",
+        f"<td>{speed['throughput_batch32_photos_per_second']:.1f} photos/s</td>",
+        f"<td>{record['created'].replace('T', ' ')}</td>",
+    ):
+        assert shown in section, shown
+    assert "No export yet" not in section and "unverified" not in section and "Not verified" not in section
+
+
+def test_an_unverified_export_stands_out_in_the_report(run_copy, monkeypatch):
+    monkeypatch.setattr(export_verify, "FLOAT_MAX_PROBABILITY_DIFFERENCE", -1.0)
+    assert not export_run(run_copy.path).verified
+    section = _deployment_section(run_copy)
+    assert '<tr class="unverified">' in section and ">NO</span>" in section
+    assert "<b>Not verified:</b>" in section and "max |difference in probability|" in section
+    assert "<code>export/onnx/model.onnx</code>" in section and "verdict-yes" not in section

@@ -15,10 +15,10 @@ from catsdogs.errors import CatsdogsError
 from catsdogs.evaluation import thresholds
 from catsdogs.evaluation.evaluate import evaluate_run
 from catsdogs.report import write_report
-from catsdogs.runs import EVALUATION_FIGURES
+from catsdogs.runs import EVALUATION_FIGURES, EXPORT_DIR, EXPORT_RECORD_FILE
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-SECTIONS = ("summary", "data", "training", "metrics", "diagnostics", "mistakes", "gradcam", "config")
+SECTIONS = ("summary", "data", "training", "metrics", "diagnostics", "mistakes", "gradcam", "deployment", "config")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Injected into a copy of the report: once everything has loaded, it writes what
 # each image decoded to into the page, which --dump-dom then prints.
@@ -151,6 +151,36 @@ def test_report_after_training_only(tmp_path):
     page = write_report(run.path).read_text(encoding="utf-8")
     assert "Not evaluated yet" in page and '<section id="config">' in page
     assert "80.0%" in page, "training's own test accuracy is shown"
+
+
+def _section(page, key):
+    return re.search(rf'<section id="{key}">(.*?)</section>', page, re.DOTALL).group(1)
+
+
+def test_deployment_without_an_export_says_how_to_make_one(tmp_path):
+    data_dir = fake_runs.make_data(tmp_path, splits=("validation",))
+    run = fake_runs.make_run(tmp_path / "runs", data_dir)
+    page = write_report(run.path).read_text(encoding="utf-8")
+    assert '<a href="#deployment">Deployment</a>' in page
+    assert (
+        _section(page, "deployment")
+        == '<h2>Deployment</h2><p class="muted">No export yet: <code>catsdogs export RUN</code></p>'
+    )
+
+
+def test_deployment_lists_finished_exports_only_and_flags_an_unreadable_record(tmp_path):
+    data_dir = fake_runs.make_data(tmp_path, splits=("validation",))
+    run = fake_runs.make_run(tmp_path / "runs", data_dir)
+    exports = run.path / EXPORT_DIR
+    # An export being built (hidden) and a folder without export.json are not exports.
+    for name, record in ((".onnx.tmp-1", "{}"), ("onnx-int8", "{not json"), ("notes", None)):
+        (exports / name).mkdir(parents=True)
+        if record is not None:
+            (exports / name / EXPORT_RECORD_FILE).write_text(record, encoding="utf-8")
+    section = _section(write_report(run.path).read_text(encoding="utf-8"), "deployment")
+    assert section.count("<tr class=") == 1 and '<tr class="unverified"><td>onnx-int8</td>' in section
+    assert "<code>export/onnx-int8</code>: its export.json cannot be read" in section
+    assert "notes" not in section and "tmp" not in section and "No export yet" not in section
 
 
 def _chromium(*arguments, user_data_dir):

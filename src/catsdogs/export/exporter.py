@@ -18,12 +18,17 @@ import os
 import shutil
 import tempfile
 import time
+import typing
+from collections.abc import Sequence
 from pathlib import Path
 
 from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, EXPORT_FORMATS
 from catsdogs.errors import CatsdogsError
 from catsdogs.fileio import atomic_write_json, checksum_path, write_checksum
 from catsdogs.runs import LABELS_FILE, MODEL_FILE, ExportDir, RunDir
+
+if typing.TYPE_CHECKING:
+    import onnxruntime
 
 # The formats of `choices.EXPORT_FORMATS` that are built so far.
 BUILT_FORMATS = ("onnx",)
@@ -103,7 +108,8 @@ def export_run(
     run = _open_complete_run(run_dir)
     data_dir = _resolve_data_dir(run, data_dir)
     class_names = run.read_labels()
-    data_config = config_from_dict(run.read_config()).data
+    config = config_from_dict(run.read_config())
+    data_config = config.data
     image_size = tuple(data_config.image_size)
     source_model_sha256 = verify_checksum(run.model_path, what="model")
     model = load_model(run.model_path)
@@ -123,6 +129,7 @@ def export_run(
             batch_size=batch_size,
             threshold=threshold,
             limits={"max_pixels": data_config.max_pixels, "min_side": data_config.min_side},
+            test_time_augmentation=config.model.test_time_augmentation,
         )
         # mkdtemp makes the folder private (0700); an export is meant to be copied and shared.
         os.chmod(temporary, 0o777 & ~_current_umask())
@@ -130,10 +137,23 @@ def export_run(
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+    _rewrite_report(run, destination)
     return ExportResult(ExportDir(destination, format_name=format_name), record)
 
 
-def _build(export_dir, model, *, class_names, image_size, source_model_sha256, data_dir, batch_size, threshold, limits):
+def _build(
+    export_dir,
+    model,
+    *,
+    class_names,
+    image_size,
+    source_model_sha256,
+    data_dir,
+    batch_size,
+    threshold,
+    limits,
+    test_time_augmentation,
+):
     """Write the artifact and its files into `export_dir`, verify it, and return export.json's contents."""
     import keras
 
@@ -155,7 +175,12 @@ def _build(export_dir, model, *, class_names, image_size, source_model_sha256, d
     atomic_write_json(
         export_dir.preprocessing_path,
         preprocessing_description(
-            session, image_size=image_size, class_names=class_names, threshold=threshold, limits=limits
+            session,
+            image_size=image_size,
+            class_names=class_names,
+            threshold=threshold,
+            limits=limits,
+            test_time_augmentation=test_time_augmentation,
         ),
     )
 
@@ -186,6 +211,8 @@ def _build(export_dir, model, *, class_names, image_size, source_model_sha256, d
         "validation": validation,
         "test": test,
         "speed": verify.measure_speed(artifact, sample) if sample is not None else None,
+        # The run's own setting: `OnnxPredictor.from_export_dir` takes it from here unless told otherwise.
+        "test_time_augmentation": bool(test_time_augmentation),
         "data_dir": str(Path(data_dir).resolve()),
         "source_model": {"file": MODEL_FILE, "sha256": source_model_sha256},
         "versions": {"catsdogs": __version__, "keras": keras.__version__, **_runtime_versions()},
@@ -195,7 +222,15 @@ def _build(export_dir, model, *, class_names, image_size, source_model_sha256, d
     return record
 
 
-def preprocessing_description(session, *, image_size, class_names, threshold, limits) -> dict:
+def preprocessing_description(
+    session: onnxruntime.InferenceSession,
+    *,
+    image_size: Sequence[int],
+    class_names: Sequence[str],
+    threshold: float,
+    limits: dict,
+    test_time_augmentation: bool = False,
+) -> dict:
     """Return preprocessing.json: everything a client outside catsdogs needs to feed the model and read it.
 
     Args:
@@ -204,6 +239,8 @@ def preprocessing_description(session, *, image_size, class_names, threshold, li
         class_names: class names in label order.
         threshold: the decision threshold on P(class 1) used for two classes.
         limits: {"max_pixels", "min_side"}: the images the run accepts, as `prepare` checked its photos.
+        test_time_augmentation: the run's `model.test_time_augmentation`: whether its predictions average
+            each image with its mirror image.
     """
     height, width = (int(side) for side in image_size)
     model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
@@ -251,8 +288,23 @@ def preprocessing_description(session, *, image_size, class_names, threshold, li
             else "the most probable class"
         ),
         "threshold": threshold if two_classes else None,
+        "test_time_augmentation": bool(test_time_augmentation),
+        "test_time_augmentation_method": (
+            "when true, run the model on the image and on its mirror image (flipped left to right, along the "
+            "width axis) and average the two outputs before deciding; twice the model calls"
+        ),
         "labels": list(class_names),
     }
+
+
+def _rewrite_report(run, destination):
+    """Render the run's report.html again, so that its Deployment section lists the new export."""
+    from catsdogs.report import write_report
+
+    # The report lists only the exports inside the run folder; one written elsewhere with --out
+    # leaves the report as it was, and a run folder that may be read-only is not written to.
+    if destination.resolve().is_relative_to(run.path.resolve()):
+        write_report(run)
 
 
 def _open_complete_run(run_dir):
