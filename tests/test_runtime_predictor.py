@@ -258,3 +258,50 @@ def test_an_export_predicts_with_tensorflow_and_keras_blocked(exported, photos, 
     predicted = json.loads(output.read_text(encoding="utf-8"))
     assert [(row["file"], row["error"]) for row in predicted] == [(photos["good"][0], None)]
     assert predicted[0]["label"] in ("cats", "dogs")
+
+
+# ----------------------------------------------------------------------------- the run's test-time augmentation
+
+
+def _model_calls(monkeypatch):
+    """Count OnnxPredictor's model calls: test-time augmentation makes two per batch instead of one."""
+    calls = []
+    run_model = OnnxPredictor.run_model
+    monkeypatch.setattr(OnnxPredictor, "run_model", lambda self, pixels: calls.append(1) or run_model(self, pixels))
+    return calls
+
+
+def test_the_runs_test_time_augmentation_travels_with_its_export(exported, photos, tmp_path, monkeypatch, capsys):
+    _, plain_export_dir = exported
+    assert json.loads((plain_export_dir / PREPROCESSING_FILE).read_text())["test_time_augmentation"] is False
+    assert OnnxPredictor.from_export_dir(plain_export_dir).test_time_augmentation is False
+    run = make_run(tmp_path / "runs", make_data(tmp_path, per_class=2, splits=("validation",)))
+    config = run.read_config()
+    config["model"]["test_time_augmentation"] = True
+    run.write_config(config)
+    export_dir = export_run(run.path).export_dir.path
+    assert json.loads((export_dir / EXPORT_RECORD_FILE).read_text())["test_time_augmentation"] is True
+    assert json.loads((export_dir / PREPROCESSING_FILE).read_text())["test_time_augmentation"] is True
+    assert OnnxPredictor.from_export_dir(export_dir).test_time_augmentation is True
+    assert OnnxPredictor.from_export_dir(export_dir, test_time_augmentation=False).test_time_augmentation is False
+    # The command line takes the export's setting unless --tta or --no-tta says otherwise.
+    calls = _model_calls(monkeypatch)
+    for arguments, expected_calls in (([], 2), (["--no-tta"], 1), (["--tta"], 2)):
+        calls.clear()
+        status, _ = _predict(export_dir, photos["good"][:1], *arguments, capsys=capsys)
+        assert (status, len(calls)) == (0, expected_calls), arguments
+    calls.clear()
+    assert _predict(plain_export_dir, photos["good"][:1], capsys=capsys)[0] == 0 and len(calls) == 1
+
+
+def test_a_test_time_augmentation_that_is_not_true_or_false_is_refused(export_copy):
+    path = export_copy / PREPROCESSING_FILE
+    described = json.loads(path.read_text())
+    described["test_time_augmentation"] = "yes"
+    path.write_text(json.dumps(described))
+    with pytest.raises(CatsdogsError, match=r"test_time_augmentation as true or false.*Received: .*='yes'$"):
+        OnnxPredictor.from_export_dir(export_copy)
+    # An export made before the setting was recorded takes the default config's (false).
+    del described["test_time_augmentation"]
+    path.write_text(json.dumps(described))
+    assert OnnxPredictor.from_export_dir(export_copy).test_time_augmentation is False

@@ -118,7 +118,7 @@ def load_predictor(arguments: argparse.Namespace) -> tuple[ImagePredictor, list[
             arguments.run_dir,
             threshold=arguments.threshold,
             batch_size=arguments.batch_size,
-            test_time_augmentation=bool(arguments.test_time_augmentation),
+            test_time_augmentation=arguments.test_time_augmentation,
         )
         if not predictor.verified:
             print(

@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from catsdogs.choices import default
 from catsdogs.errors import CatsdogsError
 from catsdogs.fileio import verify_checksum
 from catsdogs.runs import EXPORT_ARTIFACT_FILES, EXPORT_RECORD_FILE, PREPROCESSING_FILE, ExportDir
@@ -30,6 +31,8 @@ class ExportContents:
         max_pixels: largest accepted image, or None where preprocessing.json does not record it.
         min_side: smallest accepted image side, or None where preprocessing.json does not record it.
         verified: whether `catsdogs export` found the model in agreement with Keras (export.json).
+        test_time_augmentation: the run's `model.test_time_augmentation` (preprocessing.json), or the default
+            config's where an older export does not record it.
     """
 
     export_dir: ExportDir
@@ -38,6 +41,7 @@ class ExportContents:
     max_pixels: int | None
     min_side: int | None
     verified: bool
+    test_time_augmentation: bool = False
 
 
 def is_export_dir(path: str | os.PathLike) -> bool:
@@ -103,6 +107,7 @@ def read_export(path: str | os.PathLike, *, format_name: str) -> ExportContents:
         max_pixels=preprocessing.get("max_pixels"),
         min_side=preprocessing.get("min_side"),
         verified=bool(record.get("verified", False)),
+        test_time_augmentation=_read_test_time_augmentation(export_dir, preprocessing),
     )
 
 
@@ -147,6 +152,17 @@ def _read_labels(export_dir):
             f'e.g. ["cats", "dogs"]. Copy the export folder again or export again. Received: labels={class_names}'
         )
     return class_names
+
+
+def _read_test_time_augmentation(export_dir, preprocessing):
+    # Exports made before the setting was recorded take the default config's, as a run's config would.
+    setting = preprocessing.get("test_time_augmentation", default("model.test_time_augmentation"))
+    if not isinstance(setting, bool):
+        raise CatsdogsError(
+            f"The export's {export_dir.preprocessing_path.name} should give test_time_augmentation as true or "
+            f"false. Copy the export folder again or export again. Received: test_time_augmentation={setting!r}"
+        )
+    return setting
 
 
 def _read_image_size(export_dir, preprocessing):

@@ -86,7 +86,7 @@ class OnnxPredictor(ImagePredictor):
         *,
         threshold: float = DEFAULT_THRESHOLD,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        test_time_augmentation: bool = False,
+        test_time_augmentation: bool | None = None,
     ) -> OnnxPredictor:
         """Check an export folder, verify its model's SHA-256 and open the model in ONNX Runtime.
 
@@ -94,7 +94,8 @@ class OnnxPredictor(ImagePredictor):
             path: the export folder, e.g. RUN/export/onnx/.
             threshold: for two classes, the probability of the second class at or above which it is predicted.
             batch_size: images per model call.
-            test_time_augmentation: also average over the mirror image of each photo.
+            test_time_augmentation: also average over the mirror image of each photo; None takes the
+                setting the export recorded from its run's `model.test_time_augmentation`.
 
         Returns:
             An `OnnxPredictor`.
@@ -102,7 +103,8 @@ class OnnxPredictor(ImagePredictor):
         Raises:
             CatsdogsError: if the folder does not exist or lacks a file (the error names it), holds another
                 format than ONNX, has a model that fails its SHA-256 check, has unreadable or inconsistent
-                labels.json or preprocessing.json, or when onnxruntime is not installed.
+                labels.json or preprocessing.json (including a test_time_augmentation that is not true or false),
+                or when onnxruntime is not installed.
         """
         contents = read_export(path, format_name=ONNX_FORMAT)
         session = open_session(contents.export_dir.artifact_path)
@@ -116,7 +118,9 @@ class OnnxPredictor(ImagePredictor):
             max_pixels=contents.max_pixels,
             min_side=contents.min_side,
             batch_size=batch_size,
-            test_time_augmentation=test_time_augmentation,
+            test_time_augmentation=(
+                contents.test_time_augmentation if test_time_augmentation is None else test_time_augmentation
+            ),
             verified=contents.verified,
         )
 
