@@ -52,6 +52,23 @@ def predictor(tmp_path_factory):
     return Predictor.from_run_dir(run.path)
 
 
+def _prepare_everything(source, data_dir):
+    """Prepare every photo of `source` into `data_dir` (split "all") and return the manifest."""
+    prepare_dataset(
+        source,
+        data_dir,
+        class_names=["cats", "dogs"],
+        split="all",
+        validation_fraction=0.2,
+        test_fraction=0.2,
+        seed=0,
+        max_pixels=10_000_000,
+        min_side=8,
+        progress=False,
+    )
+    return json.loads((data_dir / "manifest.json").read_text())
+
+
 def test_prepare_then_pipeline_equals_predict_for_every_kind_of_photo(tmp_path, predictor):
     source = tmp_path / "source"
     files = {}
@@ -61,22 +78,7 @@ def test_prepare_then_pipeline_equals_predict_for_every_kind_of_photo(tmp_path, 
         for name, data in _odd_files(10 * offset).items():
             (source / class_name / name).write_bytes(data)
             files[f"{class_name}/{name}"] = data
-    prepare_dataset(
-        source,
-        tmp_path / "data",
-        class_names=["cats", "dogs"],
-        split="all",
-        train_per_class=1,
-        validation_per_class=1,
-        test_per_class=0,
-        validation_fraction=0.2,
-        test_fraction=0.2,
-        seed=0,
-        max_pixels=10_000_000,
-        min_side=8,
-        progress=False,
-    )
-    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    manifest = _prepare_everything(source, tmp_path / "data")
     source_of = {entry["destination"]: entry["source"] for entry in manifest["files"] if entry["status"] == "ok"}
     assert len(source_of) == len(files)
     checked = 0
@@ -104,22 +106,7 @@ def test_prepare_and_predict_give_a_broken_photo_the_same_reason(tmp_path, predi
     # A JPEG signature with a broken body: a known format whose data does not decode.
     broken = b"\xff\xd8\xff" + bytes(400)
     (source / "cats" / "broken.jpg").write_bytes(broken)
-    prepare_dataset(
-        source,
-        tmp_path / "data",
-        class_names=["cats", "dogs"],
-        split="all",
-        train_per_class=1,
-        validation_per_class=1,
-        test_per_class=0,
-        validation_fraction=0.2,
-        test_fraction=0.2,
-        seed=0,
-        max_pixels=10_000_000,
-        min_side=8,
-        progress=False,
-    )
-    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    manifest = _prepare_everything(source, tmp_path / "data")
     (quarantined,) = [entry for entry in manifest["files"] if entry["status"] == "quarantined"]
     (predicted,) = predictor.predict([broken])
     assert quarantined["reason"] == predicted.error == "not a valid JPEG: no image header found"
