@@ -278,6 +278,24 @@ def _shorter_than_declared(data):
     return False
 
 
+def image_bytes(image) -> bytes:
+    """Return the file bytes of one image as predictors accept it, ready for `clean_image_bytes`.
+
+    Args:
+        image: a path (str or Path), the file's bytes, a PIL image, or pixels (encoded losslessly
+            by `encode_png`, so an array takes the same path as a file).
+
+    Raises:
+        CatsdogsError: for an array of the wrong shape.
+        OSError: when a path cannot be read.
+    """
+    if isinstance(image, (str, Path)):
+        return Path(image).read_bytes()
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image)
+    return encode_png(image)
+
+
 def encode_png(image: Image.Image | numpy.typing.ArrayLike) -> bytes:
     """Encode an array or PIL image losslessly, so that it takes the same path as a file.
 

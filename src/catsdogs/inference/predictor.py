@@ -124,15 +124,9 @@ class Predictor(ImagePredictor):
             CatsdogsError: (an `images.ImageError` for bad image data) when the image cannot be used.
             OSError: when a path cannot be read.
         """
-        from catsdogs.images import clean_image_bytes, decode_and_resize, encode_png
+        from catsdogs.images import clean_image_bytes, decode_and_resize, image_bytes
 
-        if isinstance(image, (str, Path)):
-            data = Path(image).read_bytes()
-        elif isinstance(image, (bytes, bytearray, memoryview)):
-            data = bytes(image)
-        else:
-            data = encode_png(image)
-        clean = clean_image_bytes(data, max_pixels=self.max_pixels, min_side=self.min_side)
+        clean = clean_image_bytes(image_bytes(image), max_pixels=self.max_pixels, min_side=self.min_side)
         return decode_and_resize(clean.data, self.image_size).numpy()
 
     def run_model(self, pixels: numpy.ndarray) -> numpy.ndarray:

@@ -47,7 +47,7 @@ from PIL import Image
 
 from catsdogs.choices import default
 from catsdogs.errors import CatsdogsError
-from catsdogs.images import clean_image_bytes, encode_png
+from catsdogs.images import clean_image_bytes, image_bytes
 
 if typing.TYPE_CHECKING:
     import numpy.typing
@@ -88,13 +88,7 @@ def load_pixels(
     height, width = _check_image_size(image_size)
     max_pixels = default("data.max_pixels") if max_pixels is None else max_pixels
     min_side = default("data.min_side") if min_side is None else min_side
-    if isinstance(image, (str, Path)):
-        data = Path(image).read_bytes()
-    elif isinstance(image, (bytes, bytearray, memoryview)):
-        data = bytes(image)
-    else:
-        data = encode_png(image)
-    clean = clean_image_bytes(data, max_pixels=max_pixels, min_side=min_side)
+    clean = clean_image_bytes(image_bytes(image), max_pixels=max_pixels, min_side=min_side)
     return resize_to_uint8(decode_rgb(clean.data), (height, width))
 
 
