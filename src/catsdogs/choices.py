@@ -41,3 +41,5 @@ def default(key: str):
 
 DEFAULT_THRESHOLD = default("predict.threshold")
 DEFAULT_BATCH_SIZE = default("predict.batch_size")
+DEFAULT_MAX_PIXELS = default("data.max_pixels")
+DEFAULT_MIN_SIDE = default("data.min_side")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy
 from PIL import ExifTags, Image, ImageOps
 
+from catsdogs.choices import DEFAULT_MAX_PIXELS
 from catsdogs.errors import CatsdogsError
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
@@ -133,7 +134,7 @@ def clean_image_bytes(data, *, max_pixels, min_side):
             raise _decode_error(error, data, source_format) from None
 
 
-def load_rgb(source, *, max_pixels=50_000_000, min_side=1):
+def load_rgb(source, *, max_pixels=DEFAULT_MAX_PIXELS, min_side=1):
     """Read an image file or bytes as a numpy uint8 array of shape (height, width, 3).
 
     A convenience for tools and plots; it goes through `clean_image_bytes`, so

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy
 
-from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD
+from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, DEFAULT_THRESHOLD
 from catsdogs.models.saving import load_model
 from catsdogs.runtime.predictions import ImagePredictor, Prediction, check_threshold, decide
 
@@ -60,8 +60,8 @@ class Predictor(ImagePredictor):
         class_names: Sequence[str],
         image_size: Sequence[int],
         threshold: float = DEFAULT_THRESHOLD,
-        max_pixels: int = 50_000_000,
-        min_side: int = 32,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        min_side: int = DEFAULT_MIN_SIDE,
         batch_size: int = DEFAULT_BATCH_SIZE,
         test_time_augmentation: bool = False,
     ) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy
 
-from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, default
+from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, DEFAULT_THRESHOLD
 from catsdogs.errors import CatsdogsError
 from catsdogs.runtime.export_folder import read_export
 from catsdogs.runtime.predictions import ImagePredictor
@@ -70,8 +70,8 @@ class OnnxPredictor(ImagePredictor):
             class_names=class_names,
             image_size=image_size,
             threshold=threshold,
-            max_pixels=default("data.max_pixels") if max_pixels is None else max_pixels,
-            min_side=default("data.min_side") if min_side is None else min_side,
+            max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+            min_side=DEFAULT_MIN_SIDE if min_side is None else min_side,
             batch_size=batch_size,
             test_time_augmentation=test_time_augmentation,
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy
 
-from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD
+from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, DEFAULT_THRESHOLD
 from catsdogs.errors import CatsdogsError
 
 if typing.TYPE_CHECKING:
@@ -123,8 +123,8 @@ class ImagePredictor:
         class_names: Sequence[str],
         image_size: Sequence[int],
         threshold: float = DEFAULT_THRESHOLD,
-        max_pixels: int = 50_000_000,
-        min_side: int = 32,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        min_side: int = DEFAULT_MIN_SIDE,
         batch_size: int = DEFAULT_BATCH_SIZE,
         test_time_augmentation: bool = False,
     ) -> None:

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy
 from PIL import Image
 
-from catsdogs.choices import default
+from catsdogs.choices import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 from catsdogs.errors import CatsdogsError
 from catsdogs.images import clean_image_bytes, image_bytes
 
@@ -86,8 +86,8 @@ def load_pixels(
         OSError: when a path cannot be read.
     """
     height, width = _check_image_size(image_size)
-    max_pixels = default("data.max_pixels") if max_pixels is None else max_pixels
-    min_side = default("data.min_side") if min_side is None else min_side
+    max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    min_side = DEFAULT_MIN_SIDE if min_side is None else min_side
     clean = clean_image_bytes(image_bytes(image), max_pixels=max_pixels, min_side=min_side)
     return resize_to_uint8(decode_rgb(clean.data), (height, width))
 
