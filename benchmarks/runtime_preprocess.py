@@ -6,24 +6,22 @@ For each photo it runs, interleaved so that both see the same machine load:
 - the training path: `images.clean_image_bytes`, then `images.decode_and_resize` (TensorFlow).
 
 It prints photos per second for each path (median of the passes, with the min-max spread), and how far
-the two results are apart: the largest and the mean difference per value, in 0..255 levels. Plain JPEGs
-differ by a few levels because TensorFlow decodes them with libjpeg's fast integer DCT and Pillow with
-the accurate one; `--accurate-dct` decodes the training side with TensorFlow's accurate DCT instead, which
-shows that the rest of the path is exact.
+the two results are apart: the largest and the mean difference per value, in 0..255 levels. Both sides
+decode JPEGs with libjpeg's accurate integer DCT (training asks TensorFlow for it; Pillow always uses it),
+so the expected difference is zero. (Until December 2026 training used TensorFlow's default fast DCT, and
+plain JPEGs came out up to 4 levels apart: docs/benchmarks.md keeps that row.)
 
 Usage:
     .venv/bin/python benchmarks/runtime_preprocess.py [--source DIR] [--photos 200] [--size 180] [--passes 3]
 """
 
 import argparse
-import io
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy
-from PIL import Image
 
 from catsdogs.images import clean_image_bytes, decode_and_resize
 from catsdogs.runtime import load_pixels
@@ -36,16 +34,9 @@ DEFAULT_SOURCE = REPOSITORY.parent / "shared" / "datasets" / "dogs-vs-cats-origi
 LIMITS = {"max_pixels": 50_000_000, "min_side": 1}
 
 
-def training_pixels(data: bytes, image_size: tuple[int, int], *, accurate_dct: bool) -> numpy.ndarray:
-    """Return the training path's pixels for a file's bytes, optionally with TensorFlow's accurate JPEG DCT."""
-    import tensorflow as tf
-
+def training_pixels(data: bytes, image_size: tuple[int, int]) -> numpy.ndarray:
+    """Return the training path's pixels for a file's bytes."""
     clean = clean_image_bytes(data, **LIMITS)
-    if accurate_dct and clean.extension == ".jpg":
-        decoded = tf.io.decode_jpeg(clean.data, channels=3, dct_method="INTEGER_ACCURATE").numpy()
-        buffer = io.BytesIO()
-        Image.fromarray(decoded).save(buffer, "PNG")
-        return decode_and_resize(buffer.getvalue(), image_size).numpy()
     return decode_and_resize(clean.data, image_size).numpy()
 
 
@@ -55,7 +46,6 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=200, help="how many photos, spread over the folder by name")
     parser.add_argument("--size", type=int, default=180, help="the square image size to resize to")
     parser.add_argument("--passes", type=int, default=3, help="timed passes of each path")
-    parser.add_argument("--accurate-dct", action="store_true", help="decode the training side with the accurate DCT")
     arguments = parser.parse_args()
 
     files = sorted(arguments.source.glob("*.jpg"))
@@ -63,7 +53,7 @@ def main() -> None:
     photos = [path.read_bytes() for path in files]
     image_size = (arguments.size, arguments.size)
     # One untimed call each, so that TensorFlow's import and first-op set-up are not counted.
-    training_pixels(photos[0], image_size, accurate_dct=arguments.accurate_dct)
+    training_pixels(photos[0], image_size)
     load_pixels(photos[0], image_size=image_size, **LIMITS)
 
     speeds = {"runtime (numpy + Pillow)": [], "training (TensorFlow)": []}
@@ -72,7 +62,7 @@ def main() -> None:
         runtime_results = [load_pixels(data, image_size=image_size, **LIMITS) for data in photos]
         speeds["runtime (numpy + Pillow)"].append(len(photos) / (time.perf_counter() - start))
         start = time.perf_counter()
-        training_results = [training_pixels(data, image_size, accurate_dct=arguments.accurate_dct) for data in photos]
+        training_results = [training_pixels(data, image_size) for data in photos]
         speeds["training (TensorFlow)"].append(len(photos) / (time.perf_counter() - start))
 
     differences = [
@@ -86,8 +76,7 @@ def main() -> None:
     largest = max(int(difference.max()) for difference in differences)
     mean = statistics.fmean(float(difference.mean()) for difference in differences)
     identical = sum(not difference.any() for difference in differences)
-    decoder = "accurate" if arguments.accurate_dct else "fast (the training default)"
-    print(f"  difference, TensorFlow's {decoder} JPEG DCT: largest {largest} levels, mean {mean:.3f} levels,")
+    print(f"  difference, training against runtime: largest {largest} levels, mean {mean:.3f} levels,")
     print(f"  photos identical: {identical} of {len(photos)}")
 
 

@@ -3,9 +3,10 @@
 Training and serving must see identical pixels for the same photo. So
 `prepare` stores, and the service feeds to the model, the `data` that
 `clean_image_bytes` returns, and both decode it with the same decoder
-(`tf.io.decode_image`). A plain RGB JPEG with no EXIF rotation is passed
-through byte for byte, which is fast and lossless; every other accepted image
-is turned into plain 8-bit RGB and re-encoded as PNG, which is lossless too.
+(`tf.io.decode_image`; JPEGs with libjpeg's accurate DCT, which Pillow uses
+too). A plain RGB JPEG with no EXIF rotation is passed through byte for byte,
+which is fast and lossless; every other accepted image is turned into plain
+8-bit RGB and re-encoded as PNG, which is lossless too.
 
 Every file is fully decoded before it is accepted. Pillow's
 `ImageFile.LOAD_TRUNCATED_IMAGES` stays False, so a truncated file fails
@@ -342,7 +343,14 @@ def decode_and_resize(image_bytes, image_size):
     """
     import tensorflow as tf
 
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    # JPEGs use libjpeg's accurate integer DCT, as Pillow does, not TensorFlow's default fast one,
+    # so the TensorFlow-free runtime (Pillow) sees the very same pixels: the fast DCT differs by up
+    # to 4 levels per pixel (docs/benchmarks.md, "The runtime image path").
+    image = tf.cond(
+        tf.io.is_jpeg(image_bytes),
+        lambda: tf.io.decode_jpeg(image_bytes, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False),
+    )
     # Antialiasing matters when shrinking 400-pixel photos to 180: without it, fur aliases.
     image = tf.image.resize(image, image_size, method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)

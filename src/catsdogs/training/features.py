@@ -35,7 +35,7 @@ from catsdogs.errors import CatsdogsError
 
 logger = logging.getLogger("catsdogs.training.features")
 
-CACHE_FORMAT = "catsdogs-features/1"
+CACHE_FORMAT = "catsdogs-features/2"
 # ONNX Runtime and Keras differ by about 1e-5 on EfficientNet-Lite0 logits; more means a broken export.
 AGREEMENT_TOLERANCE = 1e-3
 
