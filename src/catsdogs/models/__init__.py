@@ -118,10 +118,11 @@ def _import_families():
     global _families_imported
     if _families_imported:
         return
-    _families_imported = True
     for module in pkgutil.iter_modules(__path__):
         if not module.name.startswith("_"):
             importlib.import_module(f"{__name__}.{module.name}")
+    # Only once every family imported: a failed import (no Keras) must fail again, not leave an empty registry.
+    _families_imported = True
 
 
 def available_models() -> list[str]:
