@@ -1,6 +1,8 @@
-"""What every subcommand shares: exit statuses, the --config/--set arguments, --tta, number formatting."""
+"""What every subcommand shares: exit statuses, the --config/--set arguments, --tta, number formatting,
+and the message for a command whose optional dependencies are not installed."""
 
 import argparse
+import dataclasses
 
 from catsdogs.config import Config, load_config
 
@@ -8,6 +10,58 @@ EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionalStack:
+    """One extra of pyproject.toml's [project.optional-dependencies], as the command line names it.
+
+    Attributes:
+        extra: the extra's name, as in `pip install 'catsdogs[train]'`.
+        description: what the extra brings, for the message.
+        modules: the top-level modules its packages install (the names `import` uses).
+    """
+
+    extra: str
+    description: str
+    modules: tuple[str, ...]
+
+
+# The one list of what each extra brings, kept equal to pyproject.toml by tests/test_runtime_install.py.
+# The base install (numpy, Pillow, ONNX Runtime) predicts with an export folder; everything else needs one of these.
+TRAINING_STACK = OptionalStack(
+    extra="train",
+    description="the training stack (TensorFlow, Keras, scikit-learn, matplotlib and the export tools)",
+    modules=("tensorflow", "keras", "sklearn", "matplotlib", "tqdm", "tf2onnx", "onnx", "ai_edge_litert"),
+)
+SERVICE_STACK = OptionalStack(
+    extra="serve",
+    description="the web service stack (FastAPI, Uvicorn, python-multipart, prometheus-client)",
+    modules=("fastapi", "uvicorn", "multipart", "python_multipart", "prometheus_client"),
+)
+OPTIONAL_STACKS = (TRAINING_STACK, SERVICE_STACK)
+
+
+def missing_stack_message(command: str, error: ModuleNotFoundError) -> str | None:
+    """Say which extra to install when a command failed on a module one of the extras brings.
+
+    Args:
+        command: the subcommand that failed, e.g. "train".
+        error: the ModuleNotFoundError it raised.
+
+    Returns:
+        The message, or None when the missing module belongs to no extra (a real bug, to be raised as is).
+    """
+    module = (error.name or "").partition(".")[0]
+    for stack in OPTIONAL_STACKS:
+        if module in stack.modules:
+            return (
+                f"`catsdogs {command}` needs {stack.description}, which is not installed; the base install "
+                "predicts with an export folder only (catsdogs predict EXPORT_DIR PHOTOS...). "
+                f"Install it with: pip install 'catsdogs[{stack.extra}]' (in a clone of the repository: "
+                f"pip install -e '.[{stack.extra}]'). Received: missing module={module}"
+            )
+    return None
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,8 +3,9 @@
 import argparse
 import logging
 import sys
+import textwrap
 
-from catsdogs.cli.common import EXIT_OK, add_config_arguments, resolve_config
+from catsdogs.cli.common import EXIT_OK, add_config_arguments, missing_stack_message, resolve_config
 
 
 class _HelpWithModels(argparse.Action):
@@ -14,10 +15,19 @@ class _HelpWithModels(argparse.Action):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from catsdogs.models import available_models, model_entry
+        try:
+            from catsdogs.models import available_models, model_entry
 
-        lines = [f"  {name:<22} {model_entry(name).description}" for name in available_models()]
-        parser.epilog = "models:\n" + "\n".join(lines) + "\n\n" + (parser.epilog or "")
+            models = "\n".join(f"  {name:<22} {model_entry(name).description}" for name in available_models())
+        except ModuleNotFoundError as error:
+            # Help still answers on the base install; the registry needs Keras, so it says what to install instead.
+            message = missing_stack_message("train", error)
+            if message is None:
+                raise
+            models = "  (listed once the training stack is installed)\n" + textwrap.fill(
+                message, width=100, initial_indent="  ", subsequent_indent="  "
+            )
+        parser.epilog = "models:\n" + models + "\n\n" + (parser.epilog or "")
         parser.print_help()
         parser.exit()
 
