@@ -16,8 +16,8 @@ A run folder carries everything needed to use a model later:
     backup/                  BackupAndRestore state while training; removed when finished
     checkpoints/             ModelCheckpoint files while training; best.json names the complete one
     tensorboard/             TensorBoard logs, when switched on
-    export/<format>/         `catsdogs export`: the artifact (model.onnx) with its .sha256, labels.json,
-                             preprocessing.json and export.json (its verification); see `ExportDir`
+    export/<format>[-<q>]/   `catsdogs export`: the artifact (model.onnx, saved_model/, model.tflite) with its
+                             .sha256, labels.json, preprocessing.json and export.json; see `ExportDir`
 
 Every file is written to a temporary name first and moved into place with
 `os.replace`, so a killed process never leaves half a file under a real name.
@@ -49,9 +49,10 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PATTERN = "epoch-{epoch:03d}.keras"
 CHECKPOINT_COMMIT_FILE = "best.json"
 TENSORBOARD_DIR = "tensorboard"
-# `catsdogs export` writes RUN/export/<format>/, holding the artifact and these files.
+# `catsdogs export` writes RUN/export/<format>[-<quantize>]/, holding the artifact and these files.
 EXPORT_DIR = "export"
-EXPORT_ARTIFACT_FILES = {"onnx": "model.onnx"}
+# A SavedModel is a folder; its .sha256 beside it lists every file in it (`fileio.folder_manifest`).
+EXPORT_ARTIFACT_FILES = {"onnx": "model.onnx", "saved_model": "saved_model", "tflite": "model.tflite"}
 PREPROCESSING_FILE = "preprocessing.json"
 EXPORT_RECORD_FILE = "export.json"
 # `catsdogs evaluate` writes its numbers under this key of metrics.json, and these figures.
@@ -118,9 +119,9 @@ class RunDir:
     tensorboard_dir = property(lambda self: self.path / TENSORBOARD_DIR)
     explain_dir = property(lambda self: self.path / FIGURES_DIR / EXPLAIN_DIR)
 
-    def export_dir(self, format_name: str) -> Path:
-        """The default folder of this run's export in `format_name`: RUN/export/<format>/."""
-        return self.path / EXPORT_DIR / format_name
+    def export_dir(self, format_name: str, quantize: str = "none") -> Path:
+        """The default folder of this run's export: RUN/export/<format>/, or <format>-<quantize>/ if quantized."""
+        return self.path / EXPORT_DIR / (format_name if quantize == "none" else f"{format_name}-{quantize}")
 
     def evaluation_figure_path(self, name):
         """The path of one evaluation figure, by its key in `EVALUATION_FIGURES` ("roc", "calibration", ...)."""
@@ -365,8 +366,10 @@ class ExportDir:
 
     def missing_files(self) -> list[str]:
         """The names of the files a complete export folder has and this one lacks, in a fixed order."""
-        paths = (self.artifact_path, self.artifact_checksum_path, self.labels_path, self.preprocessing_path)
-        return [path.name for path in (*paths, self.record_path) if not path.is_file()]
+        # The artifact may be a folder (a SavedModel); every other file is a plain file.
+        missing = [] if self.artifact_path.exists() else [self.artifact_path.name]
+        paths = (self.artifact_checksum_path, self.labels_path, self.preprocessing_path, self.record_path)
+        return missing + [path.name for path in paths if not path.is_file()]
 
 
 def check_run_name(run_name):

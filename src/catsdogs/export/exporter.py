@@ -1,12 +1,14 @@
 """`export_run`: turn a run's model into a verified, inference-only artifact in its own folder.
 
-The export folder (RUN/export/<format>/ by default; file names from
-`runs.ExportDir`) holds the artifact with its SHA-256, labels.json,
-preprocessing.json (everything a client needs to feed the model) and
-export.json (the verification against Keras, sizes, speeds and versions).
-It is built in a temporary folder beside its destination and moved into
-place with `os.replace`, so an interrupted export leaves nothing half-written
-under the real name. An export that misses its bounds is still written, marked
+The export folder (RUN/export/<format>/, or <format>-<quantize>/ when quantized,
+by default; file names from `runs.ExportDir`) holds the artifact with its
+SHA-256, labels.json, preprocessing.json (everything a client needs to feed
+the model) and export.json (the verification against Keras, precision and
+quantization settings, sizes, speeds and versions). The per-format writers are
+in `export.formats`, the checks in `export.verify`. The folder is built in a
+temporary folder beside its destination and moved into place with
+`os.replace`, so an interrupted export leaves nothing half-written under the
+real name. An export that misses its bounds is still written, marked
 `"verified": false`, so its numbers can be inspected.
 """
 
@@ -18,20 +20,23 @@ import os
 import shutil
 import tempfile
 import time
-import typing
-from collections.abc import Sequence
 from pathlib import Path
 
-from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, EXPORT_FORMATS
+from catsdogs.choices import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_THRESHOLD,
+    EXPORT_CALIBRATION_IMAGES,
+    EXPORT_FORMATS,
+    EXPORT_QUANTIZATIONS,
+)
 from catsdogs.errors import CatsdogsError
 from catsdogs.fileio import atomic_write_json, checksum_path, write_checksum
 from catsdogs.runs import LABELS_FILE, MODEL_FILE, ExportDir, RunDir
 
-if typing.TYPE_CHECKING:
-    import onnxruntime
-
-# The formats of `choices.EXPORT_FORMATS` that are built so far.
-BUILT_FORMATS = ("onnx",)
+# The formats of `choices.EXPORT_FORMATS` that are built so far: all of them.
+BUILT_FORMATS = ("onnx", "saved_model", "tflite")
+# Formats that can be quantized; a SavedModel stays float32 (TensorFlow's quantizers write TFLite).
+QUANTIZABLE_FORMATS = ("onnx", "tflite")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,43 +73,73 @@ def check_export_format(format_name: str) -> str:
     close = difflib.get_close_matches(str(format_name), EXPORT_FORMATS, n=1, cutoff=0.6)
     hint = f" Did you mean {close[0]}?" if close else ""
     raise CatsdogsError(
-        f"Unknown export format.{hint} Expected one of {', '.join(EXPORT_FORMATS)} (working today: {built}). "
-        f"Received: format={format_name}"
+        f"Unknown export format.{hint} Expected one of {', '.join(EXPORT_FORMATS)}. Received: format={format_name}"
     )
+
+
+def check_quantize(quantize: str, format_name: str = "onnx") -> str:
+    """Return `quantize` if `format_name` can be exported at that precision.
+
+    Raises:
+        CatsdogsError: for an unknown quantization (with a did-you-mean), or a quantized SavedModel.
+    """
+    if quantize not in EXPORT_QUANTIZATIONS:
+        close = difflib.get_close_matches(str(quantize), EXPORT_QUANTIZATIONS, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise CatsdogsError(
+            f"Unknown quantization.{hint} Expected one of {', '.join(EXPORT_QUANTIZATIONS)}. "
+            f"Received: quantize={quantize}"
+        )
+    if quantize != "none" and format_name not in QUANTIZABLE_FORMATS:
+        raise CatsdogsError(
+            f"A {format_name} export cannot be quantized: it stays float32, because TensorFlow's post-training "
+            f"quantizers write TFLite files, not SavedModels. Drop --quantize, or quantize another format: "
+            f"--format tflite --quantize {quantize} or --format onnx --quantize {quantize}. "
+            f"Received: format={format_name}, quantize={quantize}"
+        )
+    return quantize
 
 
 def export_run(
     run_dir: str | os.PathLike,
     *,
     format_name: str = "onnx",
+    quantize: str = "none",
     out_dir: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     threshold: float = DEFAULT_THRESHOLD,
+    calibration_images: int = EXPORT_CALIBRATION_IMAGES,
 ) -> ExportResult:
-    """Export a run's verified model, check it against Keras on the validation split, and write its folder.
+    """Export a run's verified model, check it against Keras, and write its folder.
 
     Args:
         run_dir: the run folder made by `catsdogs train`.
         format_name: one of `BUILT_FORMATS`.
-        out_dir: the export folder to write; default RUN/export/<format>/. An existing export there is replaced.
-        data_dir: the prepared folder whose validation (and test) split checks the export; default the
-            run's own data folder, as recorded in run.json.
+        quantize: one of `choices.EXPORT_QUANTIZATIONS`: "none" (float32), "int8" or "float16".
+        out_dir: the export folder to write; default RUN/export/<format>/ (RUN/export/<format>-<quantize>/
+            when quantized). An existing export there is replaced.
+        data_dir: the prepared folder whose validation (and test) split checks the export, and whose train
+            split calibrates an int8 export; default the run's own data folder, as recorded in run.json.
         batch_size: images per model call while checking.
         threshold: the decision threshold on P(class 1) under which labels are compared (two classes).
+        calibration_images: training photos that calibrate an int8 export, balanced over the classes.
 
     Returns:
         An `ExportResult`; `result.verified` is False when the export missed its bounds (it is written anyway).
 
     Raises:
-        CatsdogsError: for an unknown or unbuilt format, an incomplete run folder, a model that fails its
-            SHA-256 check, a missing data folder or validation split, or an `out_dir` that holds other files.
+        CatsdogsError: for an unknown or unbuilt format, an unknown quantization or one the format cannot take,
+            an incomplete run folder, a model that fails its SHA-256 check, a missing data folder or validation
+            split (or train split, for int8), a model the format cannot hold, or an `out_dir` that holds other
+            files.
     """
     from catsdogs.config import config_from_dict
     from catsdogs.fileio import verify_checksum
     from catsdogs.models.saving import load_model
 
     check_export_format(format_name)
+    check_quantize(quantize, format_name)
     run = _open_complete_run(run_dir)
     data_dir = _resolve_data_dir(run, data_dir)
     class_names = run.read_labels()
@@ -113,24 +148,28 @@ def export_run(
     image_size = tuple(data_config.image_size)
     source_model_sha256 = verify_checksum(run.model_path, what="model")
     model = load_model(run.model_path)
-    destination = Path(out_dir) if out_dir is not None else run.export_dir(format_name)
+    destination = Path(out_dir) if out_dir is not None else run.export_dir(format_name, quantize)
     _check_destination(destination, format_name)
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.tmp-"))
     try:
-        building = ExportDir(temporary, format_name=format_name)
-        record = _build(
-            building,
-            model,
-            class_names=class_names,
-            image_size=image_size,
-            source_model_sha256=source_model_sha256,
-            data_dir=data_dir,
-            batch_size=batch_size,
-            threshold=threshold,
-            limits={"max_pixels": data_config.max_pixels, "min_side": data_config.min_side},
-            test_time_augmentation=config.model.test_time_augmentation,
-        )
+        # The float32 model that a quantized one starts from is built beside, never inside, the export.
+        with tempfile.TemporaryDirectory(prefix="catsdogs-export-") as workspace:
+            record = _build(
+                ExportDir(temporary, format_name=format_name),
+                model,
+                quantize=quantize,
+                class_names=class_names,
+                image_size=image_size,
+                source_model_sha256=source_model_sha256,
+                data_dir=data_dir,
+                batch_size=batch_size,
+                threshold=threshold,
+                limits={"max_pixels": data_config.max_pixels, "min_side": data_config.min_side},
+                test_time_augmentation=config.model.test_time_augmentation,
+                calibration_images=calibration_images,
+                workspace=workspace,
+            )
         # mkdtemp makes the folder private (0700); an export is meant to be copied and shared.
         os.chmod(temporary, 0o777 & ~_current_umask())
         _move_into_place(temporary, destination)
@@ -141,80 +180,79 @@ def export_run(
     return ExportResult(ExportDir(destination, format_name=format_name), record)
 
 
-def _build(
-    export_dir,
-    model,
-    *,
-    class_names,
-    image_size,
-    source_model_sha256,
-    data_dir,
-    batch_size,
-    threshold,
-    limits,
-    test_time_augmentation,
-):
+def _build(export_dir, model, *, quantize, class_names, image_size, data_dir, batch_size, threshold, **options):
     """Write the artifact and its files into `export_dir`, verify it, and return export.json's contents."""
     import keras
 
     from catsdogs import __version__
-    from catsdogs.export import onnx as onnx_format
-    from catsdogs.export import verify
-    from catsdogs.runtime.onnx_predictor import open_session
+    from catsdogs.export import formats, verify
 
-    onnx_format.export_onnx(
+    calibration = calibration_record = None
+    if quantize == "int8":
+        calibration, calibration_record = formats.calibration_data(
+            data_dir,
+            class_names=class_names,
+            image_size=image_size,
+            count=options["calibration_images"],
+            batch_size=batch_size,
+        )
+    built = formats.build_artifact(
         model,
-        export_dir.artifact_path,
+        export_dir,
+        quantize=quantize,
         image_size=image_size,
         class_names=class_names,
-        source_model_sha256=source_model_sha256,
+        source_model_sha256=options["source_model_sha256"],
+        workspace=options["workspace"],
+        calibration=calibration,
     )
     artifact_sha256 = write_checksum(export_dir.artifact_path)
     atomic_write_json(export_dir.labels_path, list(class_names))
-    session = open_session(export_dir.artifact_path)
     atomic_write_json(
         export_dir.preprocessing_path,
-        preprocessing_description(
-            session,
+        formats.preprocessing_description(
+            input_name=built.input_name,
+            output_name=built.output_name,
             image_size=image_size,
             class_names=class_names,
             threshold=threshold,
-            limits=limits,
-            test_time_augmentation=test_time_augmentation,
+            limits=options["limits"],
+            test_time_augmentation=options["test_time_augmentation"],
         ),
     )
-
-    def artifact(pixels):
-        return onnx_format.run_session(session, pixels)
-
-    paths, labels = verify.list_split(Path(data_dir) / "validation", class_names=class_names)
-    batches = verify.pixel_batches(paths, labels, image_size=image_size, batch_size=batch_size)
-    validation, sample = verify.compare(model, artifact, batches, threshold=threshold)
-    validation = {"split": "validation", "unreadable": len(paths) - validation["images"], **validation}
-    test = None
-    if (Path(data_dir) / "test").is_dir():
-        paths, labels = verify.list_split(Path(data_dir) / "test", class_names=class_names)
-        batches = verify.pixel_batches(paths, labels, image_size=image_size, batch_size=batch_size)
-        test = {"split": "test", **verify.accuracy(artifact, batches, threshold=threshold)}
-    reasons = verify.failures(validation)
+    checked = verify.check_export(
+        model,
+        built.runner,
+        data_dir=data_dir,
+        class_names=class_names,
+        image_size=image_size,
+        batch_size=batch_size,
+        threshold=threshold,
+        float_artifact=built.float_runner,
+    )
+    if checked["float32"] is not None:
+        checked["float32"]["file_size_bytes"] = built.float_file_size_bytes
+    settings = dict(built.settings)
+    quantization = settings.pop("quantization", None)
+    if quantization is not None and calibration_record is not None:
+        quantization = {**quantization, "calibration": calibration_record}
+    reasons = checked.pop("failures")
     record = {
         "format": export_dir.format_name,
+        "quantize": quantize,
+        "precision": formats.PRECISIONS[quantize],
         "verified": not reasons,
         "failures": reasons,
         "artifact": export_dir.artifact_path.name,
         "artifact_sha256": artifact_sha256,
-        "file_size_bytes": export_dir.artifact_path.stat().st_size,
-        "bounds": {
-            "label_agreement": verify.FLOAT_LABEL_AGREEMENT,
-            "max_probability_difference": verify.FLOAT_MAX_PROBABILITY_DIFFERENCE,
-        },
-        "validation": validation,
-        "test": test,
-        "speed": verify.measure_speed(artifact, sample) if sample is not None else None,
-        # The run's own setting: `OnnxPredictor.from_export_dir` takes it from here unless told otherwise.
-        "test_time_augmentation": bool(test_time_augmentation),
+        "file_size_bytes": _size_bytes(export_dir.artifact_path),
+        **checked,
+        "quantization": quantization,
+        "writer": settings,
+        # The run's own setting: the runtime predictors take it from here unless told otherwise.
+        "test_time_augmentation": bool(options["test_time_augmentation"]),
         "data_dir": str(Path(data_dir).resolve()),
-        "source_model": {"file": MODEL_FILE, "sha256": source_model_sha256},
+        "source_model": {"file": MODEL_FILE, "sha256": options["source_model_sha256"]},
         "versions": {"catsdogs": __version__, "keras": keras.__version__, **_runtime_versions()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -222,79 +260,12 @@ def _build(
     return record
 
 
-def preprocessing_description(
-    session: onnxruntime.InferenceSession,
-    *,
-    image_size: Sequence[int],
-    class_names: Sequence[str],
-    threshold: float,
-    limits: dict,
-    test_time_augmentation: bool = False,
-) -> dict:
-    """Return preprocessing.json: everything a client outside catsdogs needs to feed the model and read it.
-
-    Args:
-        session: the artifact's ONNX Runtime session (for its input and output names and shapes).
-        image_size: (height, width).
-        class_names: class names in label order.
-        threshold: the decision threshold on P(class 1) used for two classes.
-        limits: {"max_pixels", "min_side"}: the images the run accepts, as `prepare` checked its photos.
-        test_time_augmentation: the run's `model.test_time_augmentation`: whether its predictions average
-            each image with its mirror image.
-    """
-    height, width = (int(side) for side in image_size)
-    model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
-    two_classes = len(class_names) == 2
-    return {
-        "image_size": [height, width],
-        # Larger or smaller images are refused, as the run's own `predict` refuses them.
-        "max_pixels": int(limits["max_pixels"]),
-        "min_side": int(limits["min_side"]),
-        "input": {
-            "name": model_input.name,
-            "shape": [None, height, width, 3],
-            "dtype": "float32",
-            "layout": "NHWC",
-            "channel_order": "RGB",
-            "value_range": [0, 255],
-            "scaling": "none: the model rescales inside itself, so feed the 0..255 values as they are",
-        },
-        "decode": (
-            "8-bit RGB: EXIF rotation applied, CMYK and grayscale converted to RGB, transparency composited on "
-            "white, the first frame of an animation (catsdogs.images.clean_image_bytes); training decodes JPEG "
-            "with libjpeg's fast integer DCT (TensorFlow's default), and a decoder with the accurate DCT "
-            "(Pillow) differs by up to 4 of 255 levels per value (docs/benchmarks.md)"
-        ),
-        "resize": {
-            "method": "bilinear",
-            "half_pixel_centers": True,
-            "antialias": True,
-            "aspect_ratio": "not kept: the image is stretched to height x width",
-            "rounding": "round to the nearest integer and clip to 0..255 (uint8), then convert to float32",
-            "reference": "tf.image.resize(image, [height, width], method='bilinear', antialias=True)",
-        },
-        "output": {
-            "name": model_output.name,
-            "shape": [None, 1 if two_classes else len(class_names)],
-            "meaning": (
-                f"the sigmoid probability of class 1 ({class_names[1]!r}); class 0 has 1 - p"
-                if two_classes
-                else "softmax probabilities, one per class in labels order"
-            ),
-        },
-        "decision": (
-            f"class 1 when its probability is at least {threshold}, else class 0"
-            if two_classes
-            else "the most probable class"
-        ),
-        "threshold": threshold if two_classes else None,
-        "test_time_augmentation": bool(test_time_augmentation),
-        "test_time_augmentation_method": (
-            "when true, run the model on the image and on its mirror image (flipped left to right, along the "
-            "width axis) and average the two outputs before deciding; twice the model calls"
-        ),
-        "labels": list(class_names),
-    }
+def _size_bytes(path):
+    """The size of a file, or the total size of the files in a folder (a SavedModel)."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+    return path.stat().st_size
 
 
 def _rewrite_report(run, destination):
@@ -379,7 +350,7 @@ def _current_umask():
 
 def _runtime_versions():
     versions = {}
-    for name in ("onnxruntime", "onnx", "tf2onnx", "tensorflow"):
+    for name in ("onnxruntime", "onnx", "tf2onnx", "tensorflow", "ai_edge_litert"):
         try:
             versions[name] = __import__(name).__version__
         except ImportError:

@@ -50,7 +50,8 @@ def export_onnx(
         CatsdogsError: if the `onnx` package or the ONNX converter (tf2onnx) is missing.
     """
     try:
-        import onnx
+        # Imported here only to report a missing package before the slow conversion; write_metadata uses it.
+        import onnx  # noqa: F401
     except ImportError:
         raise CatsdogsError(
             "The ONNX export needs the `onnx` and `tf2onnx` packages. Install them with "
@@ -64,6 +65,26 @@ def export_onnx(
         raise CatsdogsError(
             f"Keras needs tf2onnx to export ONNX. Install it with `pip install tf2onnx`. Received: error={error}"
         ) from None
+    write_metadata(path, image_size=image_size, class_names=class_names, source_model_sha256=source_model_sha256)
+
+
+def write_metadata(
+    path: str | os.PathLike,
+    *,
+    image_size: Sequence[int],
+    class_names: Sequence[str],
+    source_model_sha256: str,
+) -> None:
+    """Write the catsdogs metadata into an ONNX file's `metadata_props`, replacing any earlier catsdogs entries.
+
+    Args:
+        path: the `.onnx` file, rewritten in place.
+        image_size: (height, width) of the model's input.
+        class_names: class names in label order.
+        source_model_sha256: the SHA-256 of the `.keras` file the model was loaded from.
+    """
+    import onnx
+
     proto = onnx.load(str(path))
     metadata = {
         METADATA_CLASS_NAMES: json.dumps(list(class_names), ensure_ascii=False),
@@ -71,7 +92,10 @@ def export_onnx(
         METADATA_VERSION: _catsdogs_version(),
         METADATA_SOURCE_SHA256: source_model_sha256,
     }
-    for key, value in metadata.items():
+    # A quantizer may carry the float model's entries over; one value per key, the new one.
+    kept = [(entry.key, entry.value) for entry in proto.metadata_props if entry.key not in metadata]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *metadata.items()]:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
