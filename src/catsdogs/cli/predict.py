@@ -1,7 +1,8 @@
 """`catsdogs predict`: a label and probability per image, from a run folder, an export folder or the zero-shot model.
 
 An export folder (made by `catsdogs export`) is predicted with
-`runtime.OnnxPredictor`, and this path never imports TensorFlow: only the
+`runtime.OnnxPredictor` or `runtime.TflitePredictor`, as its format says, and
+this path never imports TensorFlow: only the
 formatting helpers of `inference.files` are imported besides the runtime.
 """
 
@@ -29,9 +30,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
             "Predict a label and probability for every image in PATH... (files, folders searched recursively, "
             "glob patterns). Images get the same normalisation as `prepare`. A file that cannot be read gets an "
             "error row; the exit status is 0 if every file succeeded and 1 otherwise. The first argument may also be "
-            "an export folder made by `catsdogs export` (RUN/export/onnx), which predicts with ONNX Runtime and "
-            "without TensorFlow. When the first argument is neither, every argument is an image and the zero-shot "
-            "ImageNet model answers cats or dogs."
+            "an export folder made by `catsdogs export` (RUN/export/onnx, RUN/export/tflite-int8, ...), which "
+            "predicts with ONNX Runtime or LiteRT and without TensorFlow. When the first argument is neither, every "
+            "argument is an image and the zero-shot ImageNet model answers cats or dogs."
         ),
     )
     parser.add_argument(
@@ -111,10 +112,11 @@ def load_predictor(arguments: argparse.Namespace) -> tuple[ImagePredictor, list[
 
     # An export folder holds labels.json but no config.json, which `is_run_dir` reports as a broken run.
     if is_export_dir(arguments.run_dir):
-        from catsdogs.runtime import OnnxPredictor
+        # The export's own format picks its predictor: OnnxPredictor or TflitePredictor.
+        from catsdogs.runtime.export_folder import open_export_predictor
 
         _check_images_named(arguments, "export folder")
-        predictor = OnnxPredictor.from_export_dir(
+        predictor = open_export_predictor(
             arguments.run_dir,
             threshold=arguments.threshold,
             batch_size=arguments.batch_size,

@@ -4,7 +4,9 @@ An export folder (made by `catsdogs export`; file names from `runs.ExportDir`)
 carries the model with its SHA-256, labels.json, preprocessing.json and
 export.json. `is_export_dir` tells it apart from a run folder or a folder of
 photos, as `runs.is_run_dir` does for runs; `read_export` checks that nothing
-is missing or tampered with before anything in it is trusted.
+is missing or tampered with before anything in it is trusted; `export_format`
+says which format a folder holds, and `open_export_predictor` opens the
+predictor that runs it (ONNX or TFLite; a SavedModel needs TensorFlow).
 """
 
 from __future__ import annotations
@@ -12,12 +14,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from pathlib import Path
 
-from catsdogs.choices import default
+from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, EXPORT_FORMATS, default
 from catsdogs.errors import CatsdogsError
-from catsdogs.fileio import verify_checksum
+from catsdogs.fileio import checksum_path, verify_checksum
 from catsdogs.runs import EXPORT_ARTIFACT_FILES, EXPORT_RECORD_FILE, PREPROCESSING_FILE, ExportDir
+
+if typing.TYPE_CHECKING:
+    from catsdogs.runtime.predictions import ImagePredictor
+
+# The formats this package runs without TensorFlow, and the module and class of each predictor.
+RUNTIME_PREDICTORS = {
+    "onnx": ("catsdogs.runtime.onnx_predictor", "OnnxPredictor"),
+    "tflite": ("catsdogs.runtime.tflite_predictor", "TflitePredictor"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +45,7 @@ class ExportContents:
         verified: whether `catsdogs export` found the model in agreement with Keras (export.json).
         test_time_augmentation: the run's `model.test_time_augmentation` (preprocessing.json), or the default
             config's where an older export does not record it.
+        precision: float32, float16 or int8 (export.json; float32 where an older export does not record it).
     """
 
     export_dir: ExportDir
@@ -42,6 +55,7 @@ class ExportContents:
     min_side: int | None
     verified: bool
     test_time_augmentation: bool = False
+    precision: str = "float32"
 
 
 def is_export_dir(path: str | os.PathLike) -> bool:
@@ -56,7 +70,14 @@ def is_export_dir(path: str | os.PathLike) -> bool:
     if not folder.is_dir():
         return False
     markers = (PREPROCESSING_FILE, EXPORT_RECORD_FILE)
-    present = [name for name in (*markers, *EXPORT_ARTIFACT_FILES.values()) if (folder / name).is_file()]
+    present = [name for name in markers if (folder / name).is_file()]
+    # A SavedModel artifact is a folder: it counts only with its checksum beside it, so that a folder of
+    # photos with a subfolder that happens to be called saved_model is not taken for an export.
+    present += [
+        name
+        for name in EXPORT_ARTIFACT_FILES.values()
+        if (folder / name).is_file() or ((folder / name).is_dir() and checksum_path(folder / name).is_file())
+    ]
     missing = [name for name in markers if name not in present]
     if present and missing:
         raise CatsdogsError(
@@ -83,14 +104,17 @@ def read_export(path: str | os.PathLike, *, format_name: str) -> ExportContents:
             or preprocessing.json.
     """
     export_dir = ExportDir(path, format_name=format_name)
+    # Another format's folder lacks this format's model file: say so before calling the folder incomplete.
+    if export_dir.record_path.is_file():
+        recorded = _read_json(export_dir.record_path, expected="an object", kind=dict).get("format", format_name)
+        if recorded != format_name:
+            raise CatsdogsError(
+                f"This export is not in the {format_name} format this predictor runs. Open it with "
+                f"`runtime.open_export_predictor`, which picks the predictor by format, or export the run with "
+                f"`catsdogs export RUN --format {format_name}`. Received: path={export_dir.path}, format={recorded}"
+            )
     _check_complete(export_dir)
     record = _read_json(export_dir.record_path, expected="an object", kind=dict)
-    if record.get("format", format_name) != format_name:
-        raise CatsdogsError(
-            f"This export is not in the {format_name} format this predictor runs. Export the run with "
-            f"`catsdogs export RUN --format {format_name}`. Received: path={export_dir.path}, "
-            f"format={record.get('format')}"
-        )
     verify_checksum(export_dir.artifact_path, what=f"{format_name} model")
     class_names = _read_labels(export_dir)
     preprocessing = _read_json(export_dir.preprocessing_path, expected="an object", kind=dict)
@@ -108,6 +132,68 @@ def read_export(path: str | os.PathLike, *, format_name: str) -> ExportContents:
         min_side=preprocessing.get("min_side"),
         verified=bool(record.get("verified", False)),
         test_time_augmentation=_read_test_time_augmentation(export_dir, preprocessing),
+        precision=str(record.get("precision", "float32")),
+    )
+
+
+def export_format(path: str | os.PathLike) -> str:
+    """Return the format an export folder holds, as its export.json records it ("onnx", "tflite", ...).
+
+    Raises:
+        CatsdogsError: if export.json is missing or unreadable, or names no format catsdogs knows.
+    """
+    record_path = Path(path) / EXPORT_RECORD_FILE
+    if not record_path.is_file():
+        raise CatsdogsError(
+            f"The export folder has no {EXPORT_RECORD_FILE}, so its format is unknown. Copy the whole export "
+            f"folder, or export again with `catsdogs export RUN`. Received: path={path}"
+        )
+    format_name = _read_json(record_path, expected="an object", kind=dict).get("format")
+    if format_name not in EXPORT_FORMATS:
+        raise CatsdogsError(
+            f"The export's {EXPORT_RECORD_FILE} names no format catsdogs knows. Expected one of "
+            f"{', '.join(EXPORT_FORMATS)}; export again with `catsdogs export RUN`. "
+            f"Received: path={path}, format={format_name!r}"
+        )
+    return format_name
+
+
+def open_export_predictor(
+    path: str | os.PathLike,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    test_time_augmentation: bool | None = None,
+) -> ImagePredictor:
+    """Open the predictor that runs an export folder's format: `OnnxPredictor` or `TflitePredictor`.
+
+    Args:
+        path: the export folder, e.g. RUN/export/onnx/ or RUN/export/tflite-int8/.
+        threshold: for two classes, the probability of the second class at or above which it is predicted.
+        batch_size: images per model call.
+        test_time_augmentation: also average over the mirror image of each photo; None takes the export's
+            recorded setting.
+
+    Returns:
+        The predictor, checked as its `from_export_dir` checks it.
+
+    Raises:
+        CatsdogsError: for a SavedModel export (it needs TensorFlow, which this package never imports), and
+            for everything the predictor's `from_export_dir` refuses.
+    """
+    import importlib
+
+    format_name = export_format(path)
+    if format_name not in RUNTIME_PREDICTORS:
+        raise CatsdogsError(
+            f"A {format_name} export runs in TensorFlow (`tf.saved_model.load(path)`), and catsdogs predicts "
+            f"exports without TensorFlow. Export the run with `catsdogs export RUN --format onnx` or "
+            f"`--format tflite` to predict with catsdogs. Received: path={path}, format={format_name}"
+        )
+    module_name, class_name = RUNTIME_PREDICTORS[format_name]
+    predictor_class = getattr(importlib.import_module(module_name), class_name)
+    return predictor_class.from_export_dir(
+        path, threshold=threshold, batch_size=batch_size, test_time_augmentation=test_time_augmentation
     )
 
 
@@ -116,7 +202,7 @@ def _check_complete(export_dir):
     if not export_dir.path.is_dir():
         raise CatsdogsError(
             f"The export folder does not exist. Make one with `catsdogs export RUN --format {export_dir.format_name}`; "
-            f"it is written to RUN/export/{export_dir.format_name}/. Received: path={export_dir.path}"
+            f"it is written to RUN/export/{export_dir.format_name}[-<quantize>]/. Received: path={export_dir.path}"
         )
     missing = export_dir.missing_files()
     if missing:

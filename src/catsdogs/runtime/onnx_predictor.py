@@ -50,7 +50,8 @@ class OnnxPredictor(ImagePredictor):
         batch_size: images per model call.
         test_time_augmentation: average the probabilities of each image and its
             mirror image (horizontal flip); twice the model calls.
-        verified: whether `catsdogs export` found the model in agreement with Keras.
+        verified: whether `catsdogs export` found the model within its bounds against Keras.
+        precision: the artifact's precision as export.json records it: float32, float16 or int8.
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class OnnxPredictor(ImagePredictor):
         batch_size: int = DEFAULT_BATCH_SIZE,
         test_time_augmentation: bool = False,
         verified: bool = True,
+        precision: str = "float32",
     ) -> None:
         super().__init__(
             class_names=class_names,
@@ -78,6 +80,7 @@ class OnnxPredictor(ImagePredictor):
         self.session = session
         self.input_name = session.get_inputs()[0].name
         self.verified = bool(verified)
+        self.precision = precision
 
     @classmethod
     def from_export_dir(
@@ -91,7 +94,7 @@ class OnnxPredictor(ImagePredictor):
         """Check an export folder, verify its model's SHA-256 and open the model in ONNX Runtime.
 
         Args:
-            path: the export folder, e.g. RUN/export/onnx/.
+            path: the export folder, e.g. RUN/export/onnx/ or RUN/export/onnx-int8/.
             threshold: for two classes, the probability of the second class at or above which it is predicted.
             batch_size: images per model call.
             test_time_augmentation: also average over the mirror image of each photo; None takes the
@@ -122,6 +125,7 @@ class OnnxPredictor(ImagePredictor):
                 contents.test_time_augmentation if test_time_augmentation is None else test_time_augmentation
             ),
             verified=contents.verified,
+            precision=contents.precision,
         )
 
     def load_image(self, image: ImageInput) -> numpy.ndarray:
