@@ -9,6 +9,8 @@ number from one of the run's files, only formatted.
 import json
 from pathlib import Path
 
+# The Deployment section has its own module; `report.render_report` reaches it through this one.
+from catsdogs.report.deployment import deployment_section as deployment_section
 from catsdogs.report.markup import (
     LIST_LIMIT,
     cards_html,
@@ -17,10 +19,10 @@ from catsdogs.report.markup import (
     more_note,
     number,
     percent,
-    read_json,
     table_html,
 )
-from catsdogs.runs import EXPORT_DIR, EXPORT_RECORD_FILE, RunDir
+from catsdogs.report.markup import read_json as read_json  # `report.render_report` reads files through this module.
+from catsdogs.runs import RunDir
 
 
 def summary_section(run: RunDir, info: dict, metrics: dict, evaluated: dict | None) -> str:
@@ -231,128 +233,6 @@ def gradcam_section(run: RunDir) -> str:
         return '<p class="muted">No Grad-CAM examples were written.</p>'
     intro = "<p>Where the model looked: warm colours mark the regions that raised the score of the predicted class.</p>"
     return intro + figures_html(run, [(path, "") for path in paths])
-
-
-def deployment_section(run: RunDir) -> str:
-    """Every export under RUN/export/*/ with its verification against Keras, or how to make one.
-
-    Args:
-        run: the run folder.
-
-    Returns:
-        The section's HTML: one table row per export folder that has an export.json, an unverified
-        export shown in red and named in a warning above the table.
-    """
-    exports = _read_exports(run)
-    if not exports:
-        return '<p class="muted">No export yet: <code>catsdogs export RUN</code></p>'
-    rows, warnings = [], []
-    for folder, record in exports:
-        where = f"{EXPORT_DIR}/{folder.name}"
-        if not isinstance(record, dict):
-            # A damaged record cannot vouch for its model, so it counts as unverified.
-            warnings.append(f"<code>{escape(where)}</code>: its {EXPORT_RECORD_FILE} cannot be read")
-            rows.append(_export_row([folder.name, where, *[""] * 8], verified=False, reasons="unreadable record"))
-            continue
-        verified = record.get("verified") is True
-        reasons = "; ".join(record.get("failures") or [])
-        file_name = f"{where}/{record.get('artifact', '?')}"
-        if not verified:
-            warnings.append(f"<code>{escape(file_name)}</code>: {escape(reasons or 'not verified')}")
-        rows.append(_export_row(_export_cells(record, folder, file_name), verified=verified, reasons=reasons))
-    headers = [
-        "format",
-        "file",
-        "verified",
-        "label agreement (validation)",
-        "max |difference in probability|",
-        "test accuracy (artifact)",
-        "file size",
-        "batch-1 latency",
-        "batch-32 throughput",
-        "exported",
-    ]
-    head = "<thead><tr>" + "".join(f"<th>{escape(cell)}</th>" for cell in headers) + "</tr></thead>"
-    parts = []
-    if warnings:
-        parts.append(
-            '<p class="warning"><b>Not verified:</b> these exports missed their bounds against the Keras model, so '
-            "their answers may differ from the run's; do not ship them. " + "; ".join(warnings) + ".</p>"
-        )
-    parts.append(f'<table class="exports">{head}<tbody>{"".join(rows)}</tbody></table>')
-    parts.append(_bounds_note(exports))
-    return "".join(parts)
-
-
-def _read_exports(run):
-    root = run.path / EXPORT_DIR
-    if not root.is_dir():
-        return []
-    # Hidden folders are exports being built or replaced at this moment, not exports.
-    folders = [path for path in sorted(root.iterdir()) if not path.name.startswith(".") and path.is_dir()]
-    return [(path, read_json(path / EXPORT_RECORD_FILE)) for path in folders if (path / EXPORT_RECORD_FILE).is_file()]
-
-
-def _export_cells(record, folder, file_name):
-    validation = record.get("validation") or {}
-    test = record.get("test")
-    speed = record.get("speed") or {}
-    agreement = validation.get("label_agreement")
-    difference = validation.get("max_probability_difference")
-    if not test:
-        test_accuracy = "no test split"
-    elif test.get("accuracy") is None:
-        test_accuracy = "n/a"
-    else:
-        test_accuracy = f"{percent(test['accuracy'])} of {test.get('images', '?')}"
-    latency = speed.get("latency_batch1_ms")
-    throughput = speed.get("throughput_batch32_photos_per_second")
-    return [
-        record.get("format", folder.name),
-        file_name,
-        None,  # The verdict cell is rendered by `_export_row`.
-        "n/a" if agreement is None else f"{agreement:.2%} of {validation.get('images', '?')}",
-        "n/a" if difference is None else f"{difference:.2e}",
-        test_accuracy,
-        _file_size(record.get("file_size_bytes")),
-        "n/a" if latency is None else f"{latency:.2f} ms",
-        "n/a" if throughput is None else f"{throughput:.1f} photos/s",
-        str(record.get("created", "?")).replace("T", " "),
-    ]
-
-
-def _export_row(cells, *, verified, reasons):
-    if verified:
-        verdict = '<span class="verdict-yes">yes</span>'
-    else:
-        verdict = f'<span class="verdict-no" title="{escape(reasons)}">NO</span>'
-    html_cells = [
-        f"<td>{verdict}</td>" if index == 2 else f"<td>{escape(cell)}</td>" for index, cell in enumerate(cells)
-    ]
-    return f'<tr class="{"verified" if verified else "unverified"}">{"".join(html_cells)}</tr>'
-
-
-def _bounds_note(exports):
-    bounds = next((record["bounds"] for _, record in exports if isinstance(record, dict) and record.get("bounds")), {})
-    rule = ""
-    if "label_agreement" in bounds and "max_probability_difference" in bounds:
-        rule = (
-            f" A float export must agree on at least {bounds['label_agreement']:.0%} of labels, with max "
-            f"|difference in probability| at most {bounds['max_probability_difference']:g}."
-        )
-    return (
-        '<p class="muted">Each export is run beside the Keras model on the validation split when it is made.'
-        f"{escape(rule)} Latency is the median of single-photo calls and throughput the median of 32-photo "
-        f"calls, both on the machine that exported. Each folder's {EXPORT_RECORD_FILE} holds the full record.</p>"
-    )
-
-
-def _file_size(size_bytes):
-    if size_bytes is None:
-        return "n/a"
-    if size_bytes < 1024 * 1024:
-        return f"{size_bytes / 1024:.1f} KiB"
-    return f"{size_bytes / (1024 * 1024):.2f} MiB"
 
 
 def config_section(run: RunDir) -> str:
