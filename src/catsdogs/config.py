@@ -7,6 +7,7 @@ Precedence is written once, in `load_config`: defaults < file < overrides.
 
 import dataclasses
 import difflib
+import re
 import tomllib
 import typing
 from pathlib import Path
@@ -87,7 +88,23 @@ class PredictConfig:
 class ServeConfig:
     host: str
     port: int
+    precision: str
     max_upload_mb: int
+    max_files: int
+    max_pixels: int
+    max_batch_size: int
+    batch_wait_ms: float
+    queue_size: int
+    queue_timeout_s: float
+    max_in_flight: int
+    inference_workers: int
+    intra_op_threads: int
+    decode_threads: int
+    body_timeout_s: float
+    header_timeout_s: float
+    keep_alive_timeout_s: int
+    drain_timeout_s: float
+    cors_origin: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,8 +159,31 @@ _VALUE_CHECKS = {
     "train.fine_tune_learning_rate": (lambda v: v > 0, "a positive number"),
     "predict.threshold": (lambda v: 0 < v < 1, "a probability strictly between 0 and 1, e.g. 0.5"),
     "predict.batch_size": (lambda v: v >= 1, "a positive integer"),
+    "serve.host": (lambda v: bool(v.strip()), "an address to listen on, e.g. 127.0.0.1 or 0.0.0.0"),
     "serve.port": (lambda v: 0 <= v <= 65535, "a port number from 0 to 65535"),
+    "serve.precision": (
+        lambda v: re.fullmatch(r"[a-z0-9_]+", v) is not None,
+        'an export precision in lower case, e.g. "float32", "float16" or "int8"',
+    ),
     "serve.max_upload_mb": (lambda v: v >= 1, "a positive integer"),
+    "serve.max_files": (lambda v: v >= 1, "a positive integer"),
+    "serve.max_pixels": (lambda v: v >= 1, "a positive integer"),
+    "serve.max_batch_size": (lambda v: v >= 1, "a positive integer (1 turns micro-batching off)"),
+    "serve.batch_wait_ms": (lambda v: 0 <= v <= 1000, "milliseconds from 0 to 1000"),
+    "serve.queue_size": (lambda v: v >= 1, "a positive integer"),
+    "serve.queue_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
+    "serve.max_in_flight": (lambda v: v >= 1, "a positive integer"),
+    "serve.inference_workers": (lambda v: 1 <= v <= 64, "an integer from 1 to 64"),
+    "serve.intra_op_threads": (lambda v: 0 <= v <= 256, "0 (share the cores) or a number of threads up to 256"),
+    "serve.decode_threads": (lambda v: 0 <= v <= 256, "0 (one per core) or a number of threads up to 256"),
+    "serve.body_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
+    "serve.header_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
+    "serve.keep_alive_timeout_s": (lambda v: v >= 1, "a positive number of seconds"),
+    "serve.drain_timeout_s": (lambda v: v >= 0, "zero or a positive number of seconds"),
+    "serve.cors_origin": (
+        lambda v: v == "" or re.fullmatch(r"https?://[^/\s]+", v) is not None,
+        'empty (CORS off) or one origin: scheme and host without a path, e.g. "https://photos.example.com"',
+    ),
 }
 
 
