@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from catsdogs import __version__
-from catsdogs.cli import compare, config, evaluate, explain, export, predict, prepare, train
+from catsdogs.cli import compare, config, evaluate, explain, export, predict, prepare, serve, train
 from catsdogs.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, missing_stack_message
 from catsdogs.cli.quiet import quiet_start_up, verbose_requested
 from catsdogs.errors import CatsdogsError
 
-_COMMANDS = [config, prepare, train, predict, evaluate, explain, compare, export]
+_COMMANDS = [config, prepare, train, predict, evaluate, explain, compare, export, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
