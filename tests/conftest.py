@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# The service tests' fixtures (a session-wide export, a real `catsdogs serve`), shared with the page's test.
+pytest_plugins = ["serve_fixtures"]
+
 # CI checks out ../shared beside the repository, as on a developer's machine.
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 REAL_PHOTOS_DIR = SHARED_DIR / "datasets" / "dogs-vs-cats" / "train"
