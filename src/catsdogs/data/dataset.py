@@ -10,6 +10,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from catsdogs.data.augment import augment_batch
+from catsdogs.data.pipeline import PREFETCH_BATCHES, parallel_calls, without_autotuning
 from catsdogs.errors import CatsdogsError
 from catsdogs.images import TRAINING_EXTENSIONS, decode_and_resize
 
@@ -96,22 +97,22 @@ def make_dataset(
 
     if cache:
         # Shuffle after the cache, or every epoch would replay the first epoch's order.
-        dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
+        dataset = dataset.map(load, num_parallel_calls=parallel_calls()).cache()
         if shuffle:
             dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     else:
         # Shuffle file names, not decoded images: the buffer then costs bytes, not megabytes.
         if shuffle:
             dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(load, num_parallel_calls=parallel_calls())
     dataset = dataset.batch(batch_size).map(lambda images, labels: (tf.cast(images, tf.float32), labels))
     if augment:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
             lambda batch, batch_seed: (augment_batch(batch[0], batch_seed, **augment), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            num_parallel_calls=parallel_calls(),
         )
-    return dataset.prefetch(tf.data.AUTOTUNE), class_names
+    return without_autotuning(dataset.prefetch(PREFETCH_BATCHES)), class_names
 
 
 def augment_arguments(enabled, flip, rotation, zoom, translation, contrast, brightness):

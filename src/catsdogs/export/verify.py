@@ -81,14 +81,21 @@ def pixel_batches(
     """
     import tensorflow as tf
 
+    from catsdogs.data.pipeline import PREFETCH_BATCHES, parallel_calls, without_autotuning
     from catsdogs.images import decode_and_resize
 
     size = tuple(int(side) for side in image_size)
-    dataset = (
+    dataset = without_autotuning(
         tf.data.Dataset.from_tensor_slices((list(paths), numpy.asarray(labels, "int64")))
-        .map(lambda path, label: (decode_and_resize(tf.io.read_file(path), size), label))
+        .map(
+            lambda path, label: (decode_and_resize(tf.io.read_file(path), size), label),
+            num_parallel_calls=parallel_calls(),
+            # Images in file order, so the pixels stay paired with their labels and paths.
+            deterministic=True,
+        )
         .ignore_errors()
         .batch(batch_size)
+        .prefetch(PREFETCH_BATCHES)
     )
     for pixels, batch_labels in dataset:
         yield pixels.numpy().astype("float32"), batch_labels.numpy()

@@ -235,14 +235,15 @@ def extract(extractor, paths, *, batch_size=DEFAULT_BATCH_SIZE, flip=False, outp
     """
     import tensorflow as tf
 
+    from catsdogs.data.pipeline import PREFETCH_BATCHES, parallel_calls, without_autotuning
     from catsdogs.images import decode_and_resize
 
     image_size = extractor.image_size
-    dataset = (
+    dataset = without_autotuning(
         tf.data.Dataset.from_tensor_slices([str(path) for path in paths])
-        .map(lambda path: decode_and_resize(tf.io.read_file(path), image_size), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(lambda path: decode_and_resize(tf.io.read_file(path), image_size), num_parallel_calls=parallel_calls())
         .batch(batch_size)
-        .prefetch(2)
+        .prefetch(PREFETCH_BATCHES)
     )
     collected = None
     for batch in dataset:

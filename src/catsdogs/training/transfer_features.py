@@ -19,6 +19,7 @@ from keras import layers
 
 from catsdogs.choices import DEFAULT_BATCH_SIZE
 from catsdogs.data.dataset import list_images
+from catsdogs.data.pipeline import PREFETCH_BATCHES, without_autotuning
 from catsdogs.models.transfer import FEATURES_LAYER, PREPROCESS_PREFIX, backbone_blocks, backbone_of, is_transfer_model
 from catsdogs.training.features import FeatureCache, FeatureExtractor, cached_features
 
@@ -175,7 +176,8 @@ def features_dataset(inputs, labels, *, batch_size, num_classes, shuffle=False, 
     if shuffle:
         dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     # Cut activations are stored in float16; the model computes in float32.
-    return dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, "float32"), y)).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, "float32"), y))
+    return without_autotuning(dataset.prefetch(PREFETCH_BATCHES))
 
 
 def open_feature_cache(data_dir, fallback_dir):
