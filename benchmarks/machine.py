@@ -20,6 +20,23 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+# The instruction sets int8 and bfloat16 speed depend on (the CPU model changes between sessions).
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_flags():
+    """Return which of `SPEED_FLAGS` /proc/cpuinfo lists, in that order."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in SPEED_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def load_average():
     """Return the 1-minute load average, to show how busy the shared machine was."""
     return os.getloadavg()[0]
@@ -42,6 +59,7 @@ def machine_info(packages=("tensorflow-cpu", "keras", "numpy", "pillow", "onnxru
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "python": platform.python_version(),
         "versions": versions,
         "load_average_1min": round(load_average(), 2),
@@ -55,7 +73,8 @@ def describe_machine(**kwargs):
     info = machine_info(**kwargs)
     versions = ", ".join(f"{name} {version}" for name, version in info["versions"].items())
     return (
-        f"machine: nproc={info['nproc']}, cpu={info['cpu']}, python {info['python']}, {versions}; "
+        f"machine: nproc={info['nproc']}, cpu={info['cpu']} ({' '.join(info['cpu_flags'])}), "
+        f"python {info['python']}, {versions}; "
         f"load average {info['load_average_1min']} at start; commit {info['git_commit']}; {info['date']}"
     )
 
