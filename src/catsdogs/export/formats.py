@@ -292,9 +292,9 @@ def preprocessing_description(
         },
         "decode": (
             "8-bit RGB: EXIF rotation applied, CMYK and grayscale converted to RGB, transparency composited on "
-            "white, the first frame of an animation (catsdogs.images.clean_image_bytes); training decodes JPEG "
-            "with libjpeg's fast integer DCT (TensorFlow's default), and a decoder with the accurate DCT "
-            "(Pillow) differs by up to 4 of 255 levels per value (docs/benchmarks.md)"
+            "white, the first frame of an animation (catsdogs.images.clean_image_bytes); JPEGs decoded with "
+            "libjpeg's accurate integer DCT, as Pillow does (runs trained before December 2026 used TensorFlow's "
+            "fast DCT, up to 4 of 255 levels away; docs/benchmarks.md)"
         ),
         "resize": {
             "method": "bilinear",
