@@ -32,12 +32,11 @@ import numpy
 
 from catsdogs.choices import DEFAULT_BATCH_SIZE, FEATURE_ENGINES
 from catsdogs.errors import CatsdogsError
+from catsdogs.runtime.agreement import agrees, relative_difference
 
 logger = logging.getLogger("catsdogs.training.features")
 
 CACHE_FORMAT = "catsdogs-features/2"
-# ONNX Runtime and Keras differ by about 1e-5 on EfficientNet-Lite0 logits; more means a broken export.
-AGREEMENT_TOLERANCE = 1e-3
 
 
 def weights_fingerprint(model, *, image_size):
@@ -206,14 +205,8 @@ class FeatureExtractor:
     def _agrees_with_keras(self, pixels, outputs):
         expected = self.model.predict_on_batch(pixels[:4])
         expected = expected if isinstance(expected, (list, tuple)) else [expected]
-        worst = max(
-            float(
-                numpy.max(numpy.abs(numpy.asarray(keras_output) - onnx_output[:4]))
-                / (1.0 + numpy.max(numpy.abs(keras_output)))
-            )
-            for keras_output, onnx_output in zip(expected, outputs)
-        )
-        if worst > AGREEMENT_TOLERANCE:
+        worst = relative_difference(expected, [onnx_output[:4] for onnx_output in outputs])
+        if not agrees(worst):
             logger.warning("ONNX Runtime differs from Keras by %.2g (relative); extracting features with Keras.", worst)
             return False
         logger.info("Feature engine: ONNX Runtime (relative difference from Keras %.1g).", worst)
