@@ -156,10 +156,7 @@ class ImagePredictor:
         Returns:
             A list of `Prediction`, one per image, in order.
         """
-        images = [images] if _is_single_image(images) else list(images)
-        sources = (
-            list(sources) if sources is not None else [_source_name(image, index) for index, image in enumerate(images)]
-        )
+        images, sources = self._named_inputs(images, sources)
         predictions = []
         for start in range(0, len(images), self.batch_size):
             predictions.extend(
@@ -177,18 +174,32 @@ class ImagePredictor:
             output = (output + numpy.asarray(self.run_model(mirrored), dtype=numpy.float64)) / 2.0
         return class_probabilities(output)
 
+    def _named_inputs(self, images, sources):
+        """Return `images` as a list (one image alone becomes a list of one) and a source name for each."""
+        images = [images] if _is_single_image(images) else list(images)
+        sources = (
+            list(sources) if sources is not None else [_source_name(image, index) for index, image in enumerate(images)]
+        )
+        return images, sources
+
+    def _load_row(self, image, source):
+        """Return the pixels of one image, or its error row: a bad image never raises."""
+        try:
+            return self.load_image(image)
+        except CatsdogsError as error:
+            return Prediction(source, error=getattr(error, "reason", None) or str(error))
+        except OSError as error:
+            return Prediction(source, error=f"cannot read file: {error.strerror or error}")
+        except Exception as error:  # A decoder failure must not stop the other images.
+            return Prediction(source, error=f"cannot decode image: {type(error).__name__}")
+
     def _predict_batch(self, images, sources):
-        rows, pixels = [], []
-        for image, source in zip(images, sources):
-            try:
-                pixels.append(self.load_image(image))
-                rows.append(None)
-            except CatsdogsError as error:
-                rows.append(Prediction(source, error=getattr(error, "reason", None) or str(error)))
-            except OSError as error:
-                rows.append(Prediction(source, error=f"cannot read file: {error.strerror or error}"))
-            except Exception as error:  # A decoder failure must not stop the other images.
-                rows.append(Prediction(source, error=f"cannot decode image: {type(error).__name__}"))
+        return self._finish_batch([self._load_row(image, source) for image, source in zip(images, sources)], sources)
+
+    def _finish_batch(self, loaded, sources):
+        """Predict the loaded images of a batch (`_load_row` results) and put the error rows in their places."""
+        rows = [row if isinstance(row, Prediction) else None for row in loaded]
+        pixels = [row for row in loaded if not isinstance(row, Prediction)]
         probabilities = iter(self.predict_pixels(numpy.stack(pixels)) if pixels else [])
         return [
             row if row is not None else self._to_prediction(source, next(probabilities))
