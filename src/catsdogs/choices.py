@@ -17,6 +17,8 @@ SPLIT_MODES = ("numbers", "fraction", "all")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "one_cycle")
 FEATURE_ENGINES = ("auto", "onnxruntime", "keras")
+# What runs a run folder's model in `predict`, `evaluate` and the report: see `inference.engines`.
+INFERENCE_ENGINES = ("auto", "onnxruntime", "keras")
 PRECISIONS = ("float32", "mixed_bfloat16")
 OUTPUT_FORMATS = ("table", "csv", "json")
 # `catsdogs export --format`; `export.BUILT_FORMATS` says which of them work today.
@@ -47,5 +49,6 @@ def default(key: str):
 
 DEFAULT_THRESHOLD = default("predict.threshold")
 DEFAULT_BATCH_SIZE = default("predict.batch_size")
+DEFAULT_ENGINE = default("predict.engine")
 DEFAULT_MAX_PIXELS = default("data.max_pixels")
 DEFAULT_MIN_SIDE = default("data.min_side")

@@ -12,7 +12,15 @@ import tomllib
 import typing
 from pathlib import Path
 
-from catsdogs.choices import FEATURE_ENGINES, OPTIMIZERS, PRECISIONS, SCHEDULES, SPLIT_MODES, default_config_text
+from catsdogs.choices import (
+    FEATURE_ENGINES,
+    INFERENCE_ENGINES,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    SPLIT_MODES,
+    default_config_text,
+)
 from catsdogs.errors import CatsdogsError
 
 
@@ -82,6 +90,7 @@ class TrainConfig:
 class PredictConfig:
     threshold: float
     batch_size: int
+    engine: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +168,7 @@ _VALUE_CHECKS = {
     "train.fine_tune_learning_rate": (lambda v: v > 0, "a positive number"),
     "predict.threshold": (lambda v: 0 < v < 1, "a probability strictly between 0 and 1, e.g. 0.5"),
     "predict.batch_size": (lambda v: v >= 1, "a positive integer"),
+    "predict.engine": (lambda v: v in INFERENCE_ENGINES, f"one of {', '.join(INFERENCE_ENGINES)}"),
     "serve.host": (lambda v: bool(v.strip()), "an address to listen on, e.g. 127.0.0.1 or 0.0.0.0"),
     "serve.port": (lambda v: 0 <= v <= 65535, "a port number from 0 to 65535"),
     "serve.precision": (

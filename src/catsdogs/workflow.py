@@ -18,5 +18,5 @@ def train_and_report(config, data_dir, **train_arguments) -> RunDir:
         `report_after_training`).
     """
     run_dir = train(config, data_dir, **train_arguments)
-    report_after_training(run_dir)
+    report_after_training(run_dir, engine=config.predict.engine)
     return run_dir

@@ -1,9 +1,10 @@
-"""What every subcommand shares: exit statuses, the --config/--set arguments, --tta, number formatting,
+"""What every subcommand shares: exit statuses, the --config/--set arguments, --tta, --engine, number formatting,
 and the message for a command whose optional dependencies are not installed."""
 
 import argparse
 import dataclasses
 
+from catsdogs.choices import DEFAULT_ENGINE, INFERENCE_ENGINES
 from catsdogs.config import Config, load_config
 
 EXIT_OK = 0
@@ -95,6 +96,18 @@ def add_test_time_augmentation_argument(parser: argparse.ArgumentParser) -> None
         default=None,
         help="Test-time augmentation: average each prediction over the image and its mirror image (twice the time). "
         "Default: the run's model.test_time_augmentation.",
+    )
+
+
+def add_engine_argument(parser: argparse.ArgumentParser) -> None:
+    """Add --engine auto|onnxruntime|keras: what runs a run folder's model (`inference.engines`)."""
+    parser.add_argument(
+        "--engine",
+        choices=INFERENCE_ENGINES,
+        default=DEFAULT_ENGINE,
+        help="What runs a run folder's model: auto (ONNX Runtime when it is installed and agrees with Keras: the "
+        "run's verified export/onnx, else the model converted and checked on its first batch; Keras otherwise), "
+        f"onnxruntime (fail rather than fall back) or keras. Default: {DEFAULT_ENGINE}.",
     )
 
 

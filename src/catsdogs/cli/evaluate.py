@@ -3,7 +3,7 @@
 import argparse
 
 from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, EVALUATION_SPLITS
-from catsdogs.cli.common import EXIT_OK, add_test_time_augmentation_argument, format_number
+from catsdogs.cli.common import EXIT_OK, add_engine_argument, add_test_time_augmentation_argument, format_number
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +40,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         help=f"Images per model call. Default: {DEFAULT_BATCH_SIZE}.",
     )
     add_test_time_augmentation_argument(parser)
+    add_engine_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -55,6 +56,7 @@ def run(arguments: argparse.Namespace) -> int:
         decision_threshold=check_threshold(arguments.threshold),
         batch_size=arguments.batch_size,
         test_time_augmentation=arguments.test_time_augmentation,
+        engine=arguments.engine,
     )
     metrics = result.metrics
     decided = metrics["at_decision_threshold"]
@@ -65,6 +67,8 @@ def run(arguments: argparse.Namespace) -> int:
         else ""
     )
     print(f"evaluated:  {metrics['split']} split, {metrics['num_examples']} images of {metrics['data_dir']}{tta}")
+    choice = metrics.get("engine_choice") or {}
+    print(f"engine:     {metrics.get('engine')} ({choice.get('reason', 'no reason recorded')})")
     if metrics.get("threshold_note"):
         print(f"thresholds: {metrics['threshold_note']}")
     print(f"accuracy:   {decided['accuracy']:.4f} (95% interval {interval['low']:.4f} to {interval['high']:.4f})")

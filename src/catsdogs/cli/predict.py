@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, OUTPUT_FORMATS
-from catsdogs.cli.common import EXIT_FAILURES, EXIT_OK, add_test_time_augmentation_argument
+from catsdogs.cli.common import EXIT_FAILURES, EXIT_OK, add_engine_argument, add_test_time_augmentation_argument
 from catsdogs.errors import CatsdogsError
 from catsdogs.runs import is_run_dir
 
@@ -45,6 +45,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("paths", metavar="PATH", nargs="*", help="Image files, folders or glob patterns.")
     add_test_time_augmentation_argument(parser)
+    add_engine_argument(parser)
     parser.add_argument(
         "--threshold",
         type=float,
@@ -94,6 +95,10 @@ def run(arguments: argparse.Namespace) -> int:
     else:
         print(text, end="")
     failed = sum(not prediction.ok for prediction in predictions)
+    runner = getattr(predictor, "runner", None)
+    if runner is not None and getattr(predictor, "note", None) is None:
+        # A run folder's model runs where `inference.engines` chose; say where and why, off the output proper.
+        print(f"catsdogs predict: engine: {runner.engine} ({runner.choice.reason})", file=sys.stderr)
     print(
         f"catsdogs predict: {len(predictions)} inputs, {len(predictions) - failed} predicted, {failed} failed",
         file=sys.stderr,
@@ -116,6 +121,7 @@ def load_predictor(arguments: argparse.Namespace) -> tuple[ImagePredictor, list[
         from catsdogs.runtime.export_folder import open_export_predictor
 
         _check_images_named(arguments, "export folder")
+        _check_export_engine(arguments)
         predictor = open_export_predictor(
             arguments.run_dir,
             threshold=arguments.threshold,
@@ -138,8 +144,15 @@ def load_predictor(arguments: argparse.Namespace) -> tuple[ImagePredictor, list[
             threshold=arguments.threshold,
             batch_size=arguments.batch_size,
             test_time_augmentation=arguments.test_time_augmentation,
+            engine=arguments.engine,
         )
         return predictor, arguments.paths
+    if arguments.engine == "onnxruntime":
+        raise CatsdogsError(
+            "The zero-shot model (used when the first argument is not a run or export folder) runs in Keras only, "
+            "so --engine onnxruntime cannot apply. Pass a run folder made by `catsdogs train`, or use --engine "
+            f"auto or keras. Received: engine=onnxruntime, first argument={arguments.run_dir}"
+        )
     from catsdogs.inference.zero_shot import ZeroShotPredictor
 
     # No run folder: every argument is an image, and the pretrained ImageNet model answers.
@@ -151,6 +164,19 @@ def load_predictor(arguments: argparse.Namespace) -> tuple[ImagePredictor, list[
     if arguments.output_format != "table" or arguments.output:
         print(f"catsdogs predict: {predictor.note}", file=sys.stderr)
     return predictor, [arguments.run_dir, *arguments.paths]
+
+
+def _check_export_engine(arguments: argparse.Namespace) -> None:
+    """Refuse an --engine that an export folder cannot honour: it holds no Keras model, and TFLite is not ONNX."""
+    from catsdogs.runtime.export_folder import export_format
+
+    format_name = export_format(arguments.run_dir)
+    if arguments.engine == "keras" or (arguments.engine == "onnxruntime" and format_name != "onnx"):
+        raise CatsdogsError(
+            f"An export folder runs its own {format_name} model and holds no Keras model, so --engine "
+            f"{arguments.engine} cannot apply to it. Pass the run folder itself for --engine keras, or leave "
+            f"--engine at auto. Received: engine={arguments.engine}, path={arguments.run_dir}, format={format_name}"
+        )
 
 
 def _check_images_named(arguments: argparse.Namespace, what: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy
 
 from catsdogs import report_plots
-from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, EVALUATION_SPLITS
+from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE, DEFAULT_THRESHOLD, EVALUATION_SPLITS
 from catsdogs.errors import CatsdogsError
 from catsdogs.evaluation import thresholds
 from catsdogs.evaluation.metrics import (
@@ -146,6 +146,7 @@ def evaluate_run(
     gradcam_examples: int = 4,
     batch_size: int = DEFAULT_BATCH_SIZE,
     test_time_augmentation: bool | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> EvaluationResult:
     """Evaluate a trained run on a split, write metrics, figures and the report.
 
@@ -163,13 +164,15 @@ def evaluate_run(
         batch_size: images per model call.
         test_time_augmentation: average over each image and its mirror image; None takes the run's
             `model.test_time_augmentation`.
+        engine: what runs the model: "auto" (ONNX Runtime where it agrees with Keras), "onnxruntime" or
+            "keras" (`inference.engines`); the metrics record the engine used and why. Grad-CAM uses Keras.
 
     Returns:
         An `EvaluationResult`.
 
     Raises:
-        CatsdogsError: for an unknown split, a missing data folder or split, no validation split to
-            choose thresholds on, or other class names.
+        CatsdogsError: for an unknown split or engine, a missing data folder or split, no validation split to
+            choose thresholds on, other class names, or an "onnxruntime" engine that cannot run the model.
     """
     from catsdogs.inference import Predictor
     from catsdogs.report import write_report
@@ -180,7 +183,11 @@ def evaluate_run(
     recorded = run.read_run_info().get("data_dir")
     data_dir = resolve_data_dir(run, data_dir)
     predictor = Predictor.from_run_dir(
-        run.path, threshold=decision_threshold, batch_size=batch_size, test_time_augmentation=test_time_augmentation
+        run.path,
+        threshold=decision_threshold,
+        batch_size=batch_size,
+        test_time_augmentation=test_time_augmentation,
+        engine=engine,
     )
     validation, validation_dir, note = None, data_dir, None
     if split == "validation":
@@ -202,6 +209,9 @@ def evaluate_run(
     metrics.update(
         data_dir=str(data_dir.resolve()), unreadable=unreadable, test_time_augmentation=predictor.test_time_augmentation
     )
+    # Which engine gave these probabilities, and why: ONNX Runtime and Keras agree to about 1e-5, not bit for bit.
+    runner = predictor.open_engine()
+    metrics.update(engine=runner.engine, engine_choice=runner.choice.to_dict())
     if selection is not None:
         metrics["threshold_data_dir"] = str(validation_dir.resolve())
     if note:
@@ -216,13 +226,14 @@ def evaluate_run(
     return EvaluationResult(run, key, metrics, evaluated, figures, write_report(run.path))
 
 
-def report_after_training(run_dir):
+def report_after_training(run_dir, *, engine=DEFAULT_ENGINE):
     """Evaluate a freshly trained run and write its complete report; `train` calls this last.
 
     The test split is evaluated when the data has one, else the validation split.
 
     Args:
         run_dir: the finished run folder.
+        engine: what runs the model for the evaluation: "auto", "onnxruntime" or "keras".
 
     Returns:
         The path of report.html.
@@ -233,7 +244,7 @@ def report_after_training(run_dir):
     data_dir = run.read_run_info().get("data_dir")
     split = "test" if data_dir and (Path(data_dir) / "test").is_dir() else "validation"
     try:
-        result = evaluate_run(run.path, split=split)
+        result = evaluate_run(run.path, split=split, engine=engine)
         logger.info("Evaluated the %s split; report %s", split, result.report_path)
         return result.report_path
     except Exception:
