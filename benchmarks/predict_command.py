@@ -105,7 +105,8 @@ def main():
         for _ in range(arguments.repeats):
             for workload, tail in tails.items():
                 for name, command in cases.items():
-                    full = [*command, *tail, "--format", "csv", "--output", str(output)]
+                    # The photos right after the folder: argparse takes no more photos after an option.
+                    full = [*command[:3], *tail, *command[3:], "--format", "csv", "--output", str(output)]
                     wall, memory, _ = run_once(full)
                     results.setdefault((workload, name), []).append((wall, memory))
         shutil.rmtree(batch_dir)
