@@ -183,7 +183,7 @@ _VALUE_CHECKS = {
     "serve.queue_size": (lambda v: v >= 1, "a positive integer"),
     "serve.queue_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
     "serve.max_in_flight": (lambda v: v >= 1, "a positive integer"),
-    "serve.inference_workers": (lambda v: 1 <= v <= 64, "an integer from 1 to 64"),
+    "serve.inference_workers": (lambda v: 0 <= v <= 64, "0 (one per core) or a number of workers up to 64"),
     "serve.intra_op_threads": (lambda v: 0 <= v <= 256, "0 (share the cores) or a number of threads up to 256"),
     "serve.decode_threads": (lambda v: 0 <= v <= 256, "0 (one per core) or a number of threads up to 256"),
     "serve.body_timeout_s": (lambda v: v > 0, "a positive number of seconds"),

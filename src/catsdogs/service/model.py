@@ -196,7 +196,7 @@ def load_model(source: ModelSource, *, settings: ServiceSettings) -> tuple[Model
             test_time_augmentation=contents.test_time_augmentation,
             verified=contents.verified,
         )
-        for _ in range(settings.inference_workers)
+        for _ in range(settings.worker_count)
     ]
     for predictor in predictors:
         warm_up(predictor)

@@ -32,7 +32,7 @@ class ServiceSettings:
         queue_size: most photos admitted at once (decoding or waiting for the model).
         queue_timeout_s: longest a photo waits for the model before it is answered 503.
         max_in_flight: most API requests handled at once.
-        inference_workers: model workers, each with its own ONNX Runtime session.
+        inference_workers: model workers, each with its own ONNX Runtime session; 0 uses one per core.
         intra_op_threads: threads per session; 0 shares this process's cores among the workers.
         decode_threads: photo-decoding threads; 0 uses one per core.
         body_timeout_s: seconds a client has to send its whole request body.
@@ -59,15 +59,12 @@ class ServiceSettings:
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "max_files", "max_pixels", "max_batch_size", "queue_size", "max_in_flight"):
             _check_positive(name, getattr(self, name))
-        _check_positive("inference_workers", self.inference_workers)
         for name in ("queue_timeout_s", "body_timeout_s"):
             _check_positive(name, getattr(self, name))
-        if self.batch_wait_ms < 0 or self.intra_op_threads < 0 or self.decode_threads < 0:
-            raise CatsdogsError(
-                "batch_wait_ms, intra_op_threads and decode_threads must be zero or positive. "
-                f"Received: batch_wait_ms={self.batch_wait_ms}, intra_op_threads={self.intra_op_threads}, "
-                f"decode_threads={self.decode_threads}"
-            )
+        zero_or_more = ("batch_wait_ms", "inference_workers", "intra_op_threads", "decode_threads")
+        if any(getattr(self, name) < 0 for name in zero_or_more):
+            received = ", ".join(f"{name}={getattr(self, name)}" for name in zero_or_more)
+            raise CatsdogsError(f"{', '.join(zero_or_more)} must be zero or positive. Received: {received}")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -75,11 +72,16 @@ class ServiceSettings:
         return int(self.max_upload_mb * _BYTES_PER_MEGABYTE)
 
     @property
+    def worker_count(self) -> int:
+        """Model workers: `inference_workers`, or one per core this process may use."""
+        return self.inference_workers or usable_cores()
+
+    @property
     def session_threads(self) -> int:
         """Threads per ONNX Runtime session: `intra_op_threads`, or this process's cores shared among the workers."""
         if self.intra_op_threads:
             return self.intra_op_threads
-        return max(1, usable_cores() // self.inference_workers)
+        return max(1, usable_cores() // self.worker_count)
 
     @property
     def decode_thread_count(self) -> int:

@@ -88,7 +88,7 @@ class ServiceState:
             source = resolve_source(
                 self.source, precision=self.settings.precision, make_export=self.make_export, progress=self.progress
             )
-            self.progress(f"Loading {source.export_dir} (SHA-256 check, {self.settings.inference_workers} worker(s))")
+            self.progress(f"Loading {source.export_dir} (SHA-256 check, {self.settings.worker_count} worker(s))")
             info, predictors = load_model(source, settings=self.settings)
             batcher = MicroBatcher(
                 [predictor.predict_pixels for predictor in predictors],
