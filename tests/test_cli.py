@@ -389,3 +389,13 @@ def test_a_real_start_prints_no_tensorflow_notices():
         or re.match(r"[IWE]\d{4} ", line)
     ]
     assert noise == []
+
+
+def test_held_back_notices_are_dropped_and_every_other_line_is_passed_on(capfd):
+    from catsdogs.cli.quiet import _notices_held_back
+
+    with _notices_held_back():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"I0000 00:00:1796174658.326264   20415 port.cc:153] oneDNN custom operations are on.\n")
+        os.write(2, b"E0000 00:00:1796174658.3 cuda_dnn.cc:1] a real error\n")
+    assert capfd.readouterr().err == "E0000 00:00:1796174658.3 cuda_dnn.cc:1] a real error\n"
