@@ -20,6 +20,10 @@ FEATURE_ENGINES = ("auto", "onnxruntime", "keras")
 # What runs a run folder's model in `predict`, `evaluate` and the report: see `inference.engines`.
 INFERENCE_ENGINES = ("auto", "onnxruntime", "keras")
 PRECISIONS = ("float32", "mixed_bfloat16")
+# `train.class_weight`: "balanced" weighs each class by total / (classes x its count), as scikit-learn does.
+CLASS_WEIGHTS = ("none", "balanced")
+# `train.distribute`: the tf.distribute strategy training runs under (docs/scaling.md).
+DISTRIBUTE_STRATEGIES = ("none", "mirrored", "multi_worker")
 OUTPUT_FORMATS = ("table", "csv", "json")
 # `catsdogs export --format`; `export.BUILT_FORMATS` says which of them work today.
 EXPORT_FORMATS = ("onnx", "saved_model", "tflite")

@@ -13,6 +13,8 @@ import typing
 from pathlib import Path
 
 from catsdogs.choices import (
+    CLASS_WEIGHTS,
+    DISTRIBUTE_STRATEGIES,
     FEATURE_ENGINES,
     INFERENCE_ENGINES,
     OPTIMIZERS,
@@ -84,6 +86,8 @@ class TrainConfig:
     fine_tune_blocks: int
     fine_tune_epochs: int
     fine_tune_learning_rate: float
+    class_weight: str
+    distribute: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +170,8 @@ _VALUE_CHECKS = {
     "train.fine_tune_blocks": (lambda v: v >= 0, "zero (off) or a positive number of blocks"),
     "train.fine_tune_epochs": (lambda v: v >= 1, "a positive integer"),
     "train.fine_tune_learning_rate": (lambda v: v > 0, "a positive number"),
+    "train.class_weight": (lambda v: v in CLASS_WEIGHTS, f"one of {', '.join(CLASS_WEIGHTS)}"),
+    "train.distribute": (lambda v: v in DISTRIBUTE_STRATEGIES, f"one of {', '.join(DISTRIBUTE_STRATEGIES)}"),
     "predict.threshold": (lambda v: 0 < v < 1, "a probability strictly between 0 and 1, e.g. 0.5"),
     "predict.batch_size": (lambda v: v >= 1, "a positive integer"),
     "predict.engine": (lambda v: v in INFERENCE_ENGINES, f"one of {', '.join(INFERENCE_ENGINES)}"),

@@ -10,13 +10,16 @@ from catsdogs.runs import RunDir
 from catsdogs.training.trainer import train
 
 
-def train_and_report(config, data_dir, **train_arguments) -> RunDir:
+def train_and_report(config, data_dir, **train_arguments) -> RunDir | None:
     """Train with `training.train(config, data_dir, **train_arguments)`, then evaluate and write report.html.
 
     Returns:
         The finished `RunDir`; its report is written even when the evaluation fails (see
-        `report_after_training`).
+        `report_after_training`). None on a multi-worker run's non-chief worker, which neither
+        evaluates nor reports.
     """
     run_dir = train(config, data_dir, **train_arguments)
+    if run_dir is None:
+        return None
     report_after_training(run_dir, engine=config.predict.engine)
     return run_dir

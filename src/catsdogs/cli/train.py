@@ -93,6 +93,9 @@ def run(arguments: argparse.Namespace) -> int:
     finally:
         package_logger.removeHandler(handler)
         package_logger.setLevel(previous_level)
+    if run_dir is None:
+        print("worker done: this multi-worker process is not the chief, whose run folder holds the results")
+        return EXIT_OK
     metrics = run_dir.read_metrics()
     print(f"run folder: {run_dir.path}")
     print(

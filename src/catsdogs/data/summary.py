@@ -9,6 +9,36 @@ from catsdogs.choices import SPLITS
 MANIFEST_NAME = "manifest.json"
 
 _LIST_LIMIT = 20
+# Warn when the largest class of the training split has more than this many times the photos of the smallest.
+IMBALANCE_LIMIT = 1.5
+
+
+def imbalance_warning(counts: dict[str, int], *, weights: dict[str, float] | None = None) -> str | None:
+    """Return one warning line when the classes' photo counts differ by more than `IMBALANCE_LIMIT`, else None.
+
+    Args:
+        counts: {class name: training photos}.
+        weights: the class weights a run trained with ({class name: weight}), or None when it used none
+            (the warning then suggests `--set train.class_weight=balanced`).
+    """
+    if len(counts) < 2:
+        return None
+    smallest = min(counts, key=counts.get)
+    largest = max(counts, key=counts.get)
+    if counts[smallest] == 0:
+        problem = f"{smallest} has no photos in the training split"
+    elif counts[largest] / counts[smallest] > IMBALANCE_LIMIT:
+        ratio = counts[largest] / counts[smallest]
+        problem = f"{largest} has {counts[largest]} photos, {ratio:.1f}x as many as {smallest} ({counts[smallest]})"
+    else:
+        return None
+    if weights:
+        listed = ", ".join(f"{name} {weight:.2f}" for name, weight in weights.items())
+        return f"Imbalanced classes: {problem}; trained with balanced class weights ({listed})."
+    return (
+        f"Imbalanced classes: {problem} (more than {IMBALANCE_LIMIT}x). A model then favours the larger class; "
+        "train with --set train.class_weight=balanced, or add photos of the smaller class."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +141,9 @@ class PrepareReport:
                 conflict = f"  (labelled {' and '.join(group['labels'])}!)" if len(group["labels"]) > 1 else ""
                 lines.append(f"  {group['split']}: {' = '.join(group['files'])}{conflict}")
             lines += _more(len(self.duplicate_groups))
+        warning = imbalance_warning(self.counts.get("train", {}))
+        if warning:
+            lines += ["", f"Warning: {warning}"]
         lines += ["", f"Manifest: {self.manifest_path}"]
         return "\n".join(lines)
 

@@ -9,6 +9,8 @@ number from one of the run's files, only formatted.
 import json
 from pathlib import Path
 
+from catsdogs.data.summary import imbalance_warning
+
 # The Deployment section has its own module; `report.render_report` reaches it through this one.
 from catsdogs.report.deployment import deployment_section as deployment_section
 from catsdogs.report.markup import (
@@ -71,6 +73,10 @@ def data_section(info: dict, metrics: dict, manifest: dict | None) -> str:
             f"<b>{escape(arguments.get('split', '?'))}</b> split.</p>"
         )
         parts.append(table_html(["split", *class_names, "total"], rows))
+        weighting = info.get("class_weight") or {}
+        warning = imbalance_warning(counts.get("train", {}), weights=weighting.get("weights"))
+        if warning:
+            parts.append(f'<p class="warning">{escape(warning)}</p>')
         files = manifest.get("files", [])
         quarantined = [entry for entry in files if entry.get("status") == "quarantined"]
         duplicates = manifest.get("duplicate_groups", [])

@@ -3,7 +3,11 @@
 Training from scratch, the transfer head phase and the fine-tuning phase all
 compile with `compile_model` and fit with `fit_model`, so the loss, the
 optimizer set-up, the progress output and the stop reason are each decided in
-one place. A `tf.distribute` strategy scope will wrap exactly these calls.
+one place. `fit_model` runs `catsdogs.training.loop.run_epochs`, the one training loop
+for every `tf.distribute` strategy (none, mirrored, multi_worker), which drives the
+Keras callbacks as `fit` does; `loop`'s docstring says why it is not Keras `fit`.
+Build and compile the model inside the strategy's scope: the loop trains under the
+strategy the model was built in.
 
 Progress output. `resolve_progress("auto")` keeps Keras's live progress bar
 when standard output is a terminal. Anywhere else (`make demo > log`, CI) the
@@ -21,6 +25,7 @@ import time
 import keras
 
 from catsdogs.training.callbacks import MONITOR
+from catsdogs.training.loop import run_epochs
 from catsdogs.training.optimizers import OptimizerSettings
 
 logger = logging.getLogger("catsdogs.training")
@@ -96,7 +101,7 @@ class FitResult:
         history: {metric: [value per epoch]} of this call's epochs.
         stop_reason: "nan", "early_stopping" or "completed".
         best_validation_loss: the lowest finite validation loss, or NaN when there is none.
-        seconds: wall-clock time spent in Keras `fit`.
+        seconds: wall-clock time spent fitting.
     """
 
     history: dict[str, list[float]]
@@ -114,6 +119,7 @@ def fit_model(
     callbacks: list[keras.callbacks.Callback],
     verbose: str | int = "auto",
     early_stopping: keras.callbacks.EarlyStopping | None = None,
+    class_weight: dict[int, float] | None = None,
 ) -> FitResult:
     """Fit a compiled model and say why it stopped.
 
@@ -125,15 +131,25 @@ def fit_model(
         callbacks: the callback list, e.g. from `build_callbacks`.
         verbose: Keras `fit` verbosity, e.g. `resolve_progress(...).keras_verbose`.
         early_stopping: the EarlyStopping callback whose stop counts as "early_stopping", or None.
+        class_weight: {class index: weight} multiplying each training photo's loss, or None.
 
     Returns:
         A `FitResult`.
+
+    Raises:
+        WorkerLostError: when a peer of a multi-worker run stopped answering.
     """
     started = time.monotonic()
-    # The pipeline shuffles itself (seeded); Keras's own shuffle does not apply to a tf.data.Dataset.
-    history = model.fit(
-        train_data, validation_data=validation_data, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False
-    ).history
+    # The pipeline shuffles itself (seeded).
+    history = run_epochs(
+        model,
+        train_data,
+        validation_data,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+        class_weight=class_weight,
+    )
     seconds = time.monotonic() - started
     reason = stop_reason(history, early_stopping=early_stopping)
     if reason == STOP_NAN:

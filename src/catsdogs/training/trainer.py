@@ -4,6 +4,13 @@ This is the one reader of the `Config` in training: it turns the config into
 explicit settings for the fit path (`catsdogs.training.fit`), the callbacks
 and the transfer phases. A re-run of the same command resumes an interrupted
 run; `catsdogs.training.resume` says how.
+
+Under `train.distribute` (`catsdogs.training.distribute`) every process runs
+`train`; the model is built and compiled inside the strategy's scope, the
+pipeline yields the global batch (`train.batch_size` x replicas) and the
+learning rate is the configured one (see `distribute`). Only the chief fills
+the run folder; another worker trains in a temporary folder that it removes,
+and returns None.
 """
 
 import contextlib
@@ -11,6 +18,8 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,17 +30,21 @@ import tensorflow as tf
 
 from catsdogs import __version__
 from catsdogs.config import Config
-from catsdogs.data.dataset import augment_arguments
+from catsdogs.data.dataset import augment_arguments, list_images
 from catsdogs.errors import CatsdogsError
-from catsdogs.models import build_model, model_entry
-from catsdogs.models.saving import load_committed_checkpoint, save_model
+from catsdogs.models import build_model
+from catsdogs.models.saving import load_committed_checkpoint, load_model, save_model
 from catsdogs.models.transfer import is_transfer_model
 from catsdogs.runs import HISTORY_FIGURE, STATUS_FINISHED, STATUS_FITTED, RunDir
 from catsdogs.training.callbacks import CallbackSettings, build_callbacks
+from catsdogs.training.class_weights import class_weight_record, class_weights, log_class_weights
+from catsdogs.training.devices import enable_memory_growth
+from catsdogs.training.distribute import Distribution, build_distribution
 from catsdogs.training.fit import Progress, compile_for_evaluation, compile_model, fit_model, resolve_progress
 from catsdogs.training.inputs import load_splits, write_augmentation_figure
 from catsdogs.training.optimizers import OptimizerSettings
 from catsdogs.training.resume import open_run_dir, take_back_epochs
+from catsdogs.training.setup import check_settings, log_to
 from catsdogs.training.transfer import TransferSettings, fit_transfer
 
 logger = logging.getLogger("catsdogs.training")
@@ -46,7 +59,7 @@ def train(
     resume: bool = True,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: str | int = "auto",
-) -> RunDir:
+) -> RunDir | None:
     """Train the configured model on a prepared data folder and fill a run folder.
 
     Args:
@@ -61,28 +74,50 @@ def train(
             plain log line per epoch otherwise; 0, 1 or 2 go to Keras `fit` as they are.
 
     Returns:
-        The finished `RunDir`.
+        The finished `RunDir`; None on a multi-worker run's non-chief worker, which writes no run folder.
 
     Raises:
         CatsdogsError: for contradictory settings, unusable data, or a run that diverged before
             any model was worth keeping.
     """
+    # Before TensorFlow touches a GPU: afterwards memory growth can no longer be switched on.
+    enable_memory_growth()
     train_config = config.train
-    _check_settings(train_config, model_name=config.model.name)
+    check_settings(train_config, model_name=config.model.name)
+    # Before any other TensorFlow operation: MultiWorkerMirroredStrategy configures the collectives.
+    distribution = build_distribution(train_config.distribute)
+    if not distribution.is_chief:
+        # A non-chief worker trains in a throwaway folder: the chief's run folder is the run's one record.
+        scratch = tempfile.mkdtemp(prefix=f"catsdogs-worker{distribution.worker_index}-")
+        try:
+            _train(config, data_dir, distribution, scratch, run_name, False, extra_callbacks, verbose)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return None
+    return _train(config, data_dir, distribution, runs_dir, run_name, resume, extra_callbacks, verbose)
+
+
+def _train(config, data_dir, distribution: Distribution, runs_dir, run_name, resume, extra_callbacks, verbose):
+    """`train`'s body, in the process's run folder (a temporary one on a non-chief worker)."""
+    train_config = config.train
     data_dir = Path(data_dir)
     config_dict = config.to_dict()
     _seed_everything(train_config.seed, deterministic=train_config.deterministic)
+    global_batch_size = distribution.global_batch_size(train_config.batch_size)
     image_size = tuple(config.data.image_size)
     augment = augment_arguments(**dataclasses.asdict(config.augment))
     datasets, class_names, counts = load_splits(
         data_dir,
         image_size=image_size,
-        batch_size=train_config.batch_size,
+        batch_size=global_batch_size,
         seed=train_config.seed,
         augment=augment,
         cache=config.data.cache,
     )
     num_classes = len(class_names)
+    train_labels = list_images(data_dir / "train")[1]
+    weights = class_weights(train_config.class_weight, train_labels, class_names)
+    weight_record = class_weight_record(train_config.class_weight, train_labels, class_names, weights)
     run_dir = open_run_dir(
         runs_dir,
         run_name=run_name,
@@ -94,7 +129,14 @@ def train(
     )
     info = run_dir.claim(data_dir=data_dir, model_name=config.model.name)
     run_dir.update_run_info(
-        versions={"catsdogs": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
+        versions={"catsdogs": __version__, "keras": keras.__version__, "tensorflow": tf.__version__},
+        class_weight=weight_record,
+        distribute={
+            "strategy": distribution.name,
+            "replicas": distribution.replicas,
+            "workers": distribution.workers,
+            "global_batch_size": global_batch_size,
+        },
     )
     optimizer = OptimizerSettings(
         name=train_config.optimizer,
@@ -114,13 +156,23 @@ def train(
         tensorboard=train_config.tensorboard,
     )
     progress = resolve_progress(verbose)
-    with _log_to(run_dir.log_path):
+    with log_to(run_dir.log_path):
         logger.info("Run folder %s (attempt %d), data %s, images %s", run_dir.path, info["attempts"], data_dir, counts)
+        log_class_weights(weight_record)
+        if distribution.name != "none":
+            logger.info(
+                "Distributed training, %s; global batch %d (train.batch_size %d per replica), learning rate %g as "
+                "configured (not scaled with the replicas)",
+                distribution.describe(),
+                global_batch_size,
+                train_config.batch_size,
+                train_config.learning_rate,
+            )
         if augment and not run_dir.augmentation_figure_path.is_file():
             write_augmentation_figure(
                 run_dir, data_dir / "train", image_size=image_size, augment=augment, seed=train_config.seed
             )
-        with dtype_policy(train_config.precision):
+        with dtype_policy(train_config.precision), distribution.strategy.scope():
             model = build_model(
                 config.model.name,
                 input_shape=(*image_size, 3),
@@ -155,20 +207,25 @@ def train(
                 ),
                 progress=progress,
                 extra_callbacks=extra_callbacks,
+                class_weight=weights,
             )
         elif needs_fit:
             _fit_from_scratch(
                 model,
                 run_dir,
                 datasets,
+                distribution,
                 num_classes=num_classes,
                 epochs=train_config.epochs,
-                steps_per_epoch=math.ceil(counts["train"] / train_config.batch_size),
+                steps_per_epoch=math.ceil(counts["train"] / global_batch_size),
                 optimizer=optimizer,
                 callback_settings=callback_settings,
                 progress=progress,
                 extra_callbacks=extra_callbacks,
+                class_weight=weights,
             )
+        if not distribution.is_chief:
+            return None
         _finish(
             run_dir,
             model,
@@ -177,32 +234,9 @@ def train(
             checkpoint=train_config.checkpoint,
             learning_rate=train_config.learning_rate,
             num_classes=num_classes,
+            distributed=distribution.name != "none",
         )
     return run_dir
-
-
-def _check_settings(train_config, *, model_name):
-    import importlib.util
-
-    if train_config.precision != "float32" and model_entry(model_name).pretrained:
-        # Cached features come from a float32 ONNX export of the backbone; mixing formats is untested.
-        raise CatsdogsError(
-            "Mixed precision is for models trained from scratch; pretrained (transfer) models train in float32. "
-            f"Use --set train.precision=float32. Received: train.precision={train_config.precision}, "
-            f"model.name={model_name}"
-        )
-
-    if train_config.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise CatsdogsError(
-            "TensorBoard logging needs the tensorboard package, which is not installed. Install it with "
-            "`pip install tensorboard`, or --set train.tensorboard=false. Received: train.tensorboard=true"
-        )
-    if train_config.reduce_lr and train_config.schedule != "constant":
-        raise CatsdogsError(
-            "ReduceLROnPlateau and a learning-rate schedule both want to set the learning rate. Use one: "
-            "--set train.reduce_lr=false to keep the schedule, or --set train.schedule=constant. "
-            f"Received: train.reduce_lr=true, train.schedule={train_config.schedule}"
-        )
 
 
 def _seed_everything(seed, *, deterministic):
@@ -233,6 +267,7 @@ def _fit_from_scratch(
     model: keras.Model,
     run_dir: RunDir,
     datasets: dict,
+    distribution: Distribution,
     *,
     num_classes: int,
     epochs: int,
@@ -241,9 +276,11 @@ def _fit_from_scratch(
     callback_settings: CallbackSettings,
     progress: Progress,
     extra_callbacks: Sequence[keras.callbacks.Callback],
+    class_weight: dict[int, float] | None,
 ) -> None:
     """Fit a model built from scratch with the run folder's callbacks, resuming from its backup if there is one."""
-    compile_model(model, num_classes=num_classes, optimizer=optimizer, total_steps=epochs * steps_per_epoch)
+    with distribution.strategy.scope():
+        compile_model(model, num_classes=num_classes, optimizer=optimizer, total_steps=epochs * steps_per_epoch)
     resume_state = take_back_epochs(run_dir, checkpoint=callback_settings.checkpoint, epochs=epochs)
     callbacks, named = build_callbacks(
         run_dir,
@@ -260,6 +297,7 @@ def _fit_from_scratch(
         callbacks=callbacks,
         verbose=progress.keras_verbose,
         early_stopping=named.get("early_stopping"),
+        class_weight=class_weight,
     )
     # A resumed run adds its own fitting time to that of the attempts before it.
     previous_seconds = run_dir.read_run_info().get("fit_seconds", 0.0)
@@ -269,7 +307,7 @@ def _fit_from_scratch(
     logger.info("Training stopped: %s after %d epochs", result.stop_reason, len(run_dir.read_history().get("loss", [])))
 
 
-def _finish(run_dir, model, datasets, counts, *, checkpoint, learning_rate, num_classes):
+def _finish(run_dir, model, datasets, counts, *, checkpoint, learning_rate, num_classes, distributed=False):
     """Save the best model, evaluate it on validation and test, and write metrics.json and the curves."""
     final_model = load_committed_checkpoint(run_dir) if checkpoint else None
     if final_model is None:
@@ -281,6 +319,9 @@ def _finish(run_dir, model, datasets, counts, *, checkpoint, learning_rate, num_
             f"(train.learning_rate) or switch on train.checkpoint. Received: learning_rate={learning_rate}"
         )
     save_model(final_model, run_dir.model_path)
+    if distributed:
+        # Evaluate a copy outside the strategy: on the chief alone, without collectives with the other workers.
+        final_model = load_model(run_dir.model_path)
     compile_for_evaluation(final_model, num_classes=num_classes)
     history = run_dir.read_history()
     _warn_if_stuck_at_chance(history, num_classes=num_classes)
@@ -328,24 +369,3 @@ def _best_epoch(history):
     values = history.get("val_loss", [])
     finite = [(value, index) for index, value in enumerate(values) if math.isfinite(value)]
     return min(finite)[1] + 1 if finite else None
-
-
-@contextlib.contextmanager
-def _log_to(path):
-    """Copy the catsdogs loggers' records into the run's log file while training."""
-    package_logger = logging.getLogger("catsdogs")
-    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.DEBUG)
-    previous_level = package_logger.level
-    package_logger.setLevel(logging.DEBUG)
-    package_logger.addHandler(handler)
-    try:
-        yield
-    except BaseException:
-        logger.exception("Training stopped by an error; re-run the same command to resume")
-        raise
-    finally:
-        package_logger.removeHandler(handler)
-        package_logger.setLevel(previous_level)
-        handler.close()

@@ -1,7 +1,6 @@
 """Transfer learning inside a run folder: train the head on a frozen backbone, then optionally fine-tune.
 
-`training.train` calls `fit_transfer` instead of its own fit for models with a
-nested backbone. Both phases compile and fit through `catsdogs.training.fit`.
+`training.train` calls `fit_transfer` for models with a nested backbone; both phases fit through `training.fit`.
 
 Phase 1 trains the head with the run folder's usual callbacks (checkpoint,
 early stopping, learning-rate reduction, history, backup). Without
@@ -17,13 +16,10 @@ trains only the top of the backbone, on cached activations that enter the
 lowest of those blocks; with augmentation, or where the backbone cannot be
 cut there, the full model trains end to end.
 
-Either way the result is the normal full model (backbone and trained head): it
-is committed as the run's best checkpoint and the run is marked fitted, so
-`training.train` saves it as `model.keras` like any other model.
-
-Resuming: a transfer run that was killed while fitting starts its fitting
-again. That costs little, because the features are cached: phase 1 on cached
-features takes seconds.
+Either way the full model (backbone and trained head) is committed as the run's
+best checkpoint and the run is marked fitted; `training.train` saves it as
+`model.keras`. A run killed while fitting fits again: cheap, the features are cached.
+Class weights (`train.class_weight`) apply to the training loss of both phases.
 """
 
 import dataclasses
@@ -103,6 +99,7 @@ def fit_transfer(
     transfer: TransferSettings,
     progress: Progress,
     extra_callbacks=(),
+    class_weight: dict[int, float] | None = None,
 ) -> dict:
     """Fit a transfer model in two phases and commit the full model as the run's best checkpoint.
 
@@ -122,6 +119,7 @@ def fit_transfer(
         transfer: cached features and fine-tuning settings.
         progress: how fitting shows its progress, from `resolve_progress`.
         extra_callbacks: more Keras callbacks for both phases.
+        class_weight: {class index: weight} for the training loss of both phases, or None.
 
     Returns:
         A dict describing what was done, also stored under "transfer" in run.json.
@@ -177,6 +175,7 @@ def fit_transfer(
         callback_settings=callback_settings,
         progress=progress,
         extra_callbacks=extra_callbacks,
+        class_weight=class_weight,
     )
     best = head.best_validation_loss
     summary["head_epochs"] = len(run_dir.read_history().get("loss", []))
@@ -200,6 +199,7 @@ def fit_transfer(
             ),
             progress=progress,
             extra_callbacks=extra_callbacks,
+            class_weight=class_weight,
         )
         # Validation decides, as it does between epochs: fine-tuning that never beats the head alone is undone.
         kept = not (math.isfinite(best) and not tuned < best)
@@ -248,6 +248,7 @@ def _train_head(
     callback_settings,
     progress,
     extra_callbacks,
+    class_weight,
 ):
     """Phase 1: train the head with the run folder's callbacks; return the `FitResult`."""
     phase_model = build_head(model) if features is not None else model
@@ -266,6 +267,7 @@ def _train_head(
         callbacks=callbacks,
         verbose=progress.keras_verbose,
         early_stopping=named.get("early_stopping"),
+        class_weight=class_weight,
     )
     checkpoint = load_committed_checkpoint(run_dir) if callback_settings.checkpoint else None
     if checkpoint is not None:
@@ -315,6 +317,7 @@ def _fine_tune(
     optimizer,
     progress,
     extra_callbacks,
+    class_weight,
 ):
     """Phase 2: unfreeze the top blocks and train at a low learning rate; return the best validation loss."""
     phase_model, finish = fine_tuning_model(model, blocks, cut)
@@ -338,7 +341,13 @@ def _fine_tune(
         run_dir, epochs=epochs, extra_callbacks=extra_callbacks, epoch_log_level=progress.epoch_log_level
     )
     result = fit_model(
-        phase_model, train_data, validation_data, epochs=epochs, callbacks=callbacks, verbose=progress.keras_verbose
+        phase_model,
+        train_data,
+        validation_data,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=progress.keras_verbose,
+        class_weight=class_weight,
     )
     finish()
     return result.best_validation_loss
