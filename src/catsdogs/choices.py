@@ -16,9 +16,13 @@ EVALUATION_SPLITS = ("test", "validation")
 SPLIT_MODES = ("numbers", "fraction", "all")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "one_cycle")
-FEATURE_ENGINES = ("auto", "onnxruntime", "keras")
+# `train.feature_engine`; "ray" computes the features on a Ray cluster (`training.ray_features`, docs/scaling_ray.md).
+FEATURE_ENGINES = ("auto", "onnxruntime", "keras", "ray")
 # What runs a run folder's model in `predict`, `evaluate` and the report: see `inference.engines`.
 INFERENCE_ENGINES = ("auto", "onnxruntime", "keras")
+# `catsdogs predict --engine`: the inference engines, plus "ray" for a whole photo collection on a Ray cluster
+# (`inference.ray_engine`), which writes a file rather than answering in this process.
+PREDICT_ENGINES = (*INFERENCE_ENGINES, "ray")
 PRECISIONS = ("float32", "mixed_bfloat16")
 # `train.class_weight`: "balanced" weighs each class by total / (classes x its count), as scikit-learn does.
 CLASS_WEIGHTS = ("none", "balanced")

@@ -99,15 +99,17 @@ def add_test_time_augmentation_argument(parser: argparse.ArgumentParser) -> None
     )
 
 
-def add_engine_argument(parser: argparse.ArgumentParser) -> None:
-    """Add --engine auto|onnxruntime|keras: what runs a run folder's model (`inference.engines`)."""
+def add_engine_argument(
+    parser: argparse.ArgumentParser, choices: tuple[str, ...] = INFERENCE_ENGINES, more_help: str = ""
+) -> None:
+    """Add --engine auto|onnxruntime|keras (or `choices`): what runs a run folder's model (`inference.engines`)."""
     parser.add_argument(
         "--engine",
-        choices=INFERENCE_ENGINES,
+        choices=choices,
         default=DEFAULT_ENGINE,
         help="What runs a run folder's model: auto (ONNX Runtime when it is installed and agrees with Keras: the "
         "run's verified export/onnx, else the model converted and checked on its first batch; Keras otherwise), "
-        f"onnxruntime (fail rather than fall back) or keras. Default: {DEFAULT_ENGINE}.",
+        f"onnxruntime (fail rather than fall back) or keras{more_help}. Default: {DEFAULT_ENGINE}.",
     )
 
 

@@ -12,8 +12,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, OUTPUT_FORMATS
+from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, OUTPUT_FORMATS, PREDICT_ENGINES
 from catsdogs.cli.common import EXIT_FAILURES, EXIT_OK, add_engine_argument, add_test_time_augmentation_argument
+from catsdogs.cli.predict_ray import ENGINE_HELP as RAY_ENGINE_HELP
+from catsdogs.cli.predict_ray import add_ray_arguments, check_address, run_with_ray
 from catsdogs.errors import CatsdogsError
 from catsdogs.runs import is_run_dir
 
@@ -45,7 +47,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("paths", metavar="PATH", nargs="*", help="Image files, folders or glob patterns.")
     add_test_time_augmentation_argument(parser)
-    add_engine_argument(parser)
+    add_engine_argument(parser, choices=PREDICT_ENGINES, more_help=RAY_ENGINE_HELP)
+    add_ray_arguments(parser)
     parser.add_argument(
         "--threshold",
         type=float,
@@ -78,6 +81,9 @@ def run(arguments: argparse.Namespace) -> int:
     from catsdogs.runtime.predictions import check_threshold
 
     check_threshold(arguments.threshold)
+    check_address(arguments)
+    if arguments.engine == "ray":
+        return run_with_ray(arguments)
     predictor, paths = load_predictor(arguments)
     if len(predictor.class_names) > 2 and arguments.threshold != DEFAULT_THRESHOLD:
         print(

@@ -150,7 +150,8 @@ class FeatureExtractor:
         image_size: (height, width) of its input.
         output_names: a name for each output, in order, saying what it is (e.g. "pooled",
             "cut_block6b"): each output is cached under its own name.
-        engine: "auto" (ONNX Runtime if installed and it agrees with Keras), "onnxruntime" or "keras".
+        engine: "auto" (ONNX Runtime if installed and it agrees with Keras), "onnxruntime", "keras", or "ray"
+            (`cached_features` computes missing features on a Ray cluster, `training.ray_features`).
 
     Raises:
         CatsdogsError: for an unknown engine.
@@ -292,7 +293,13 @@ def cached_features(
         )
         return stored, True
     started = time.monotonic()
-    arrays = extract(extractor, paths, batch_size=batch_size, flip=flip, output_dtypes=output_dtypes)
+    if extractor.requested_engine == "ray":
+        # The same keys and files, computed by a Ray cluster (training.ray_features).
+        from catsdogs.training.ray_features import extract_with_ray
+
+        arrays = extract_with_ray(extractor, paths, batch_size=batch_size, flip=flip, output_dtypes=output_dtypes)
+    else:
+        arrays = extract(extractor, paths, batch_size=batch_size, flip=flip, output_dtypes=output_dtypes)
     seconds = time.monotonic() - started
     logger.info(
         "Features of %d photos%s: extracted with %s in %.1f s (%.0f photos/s)",
