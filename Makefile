@@ -25,7 +25,7 @@ CONFIG ?= configs/demo.toml
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[train,serve,pretrained,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,serve,pretrained,scale,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
