@@ -184,7 +184,7 @@ def test_config_with_set_prints_toml_of_the_resolved_config(tmp_path, capsys):
     assert main(arguments) == 0
     printed = tomllib.loads(capsys.readouterr().out)
     assert printed == load_config(config_file, overrides).to_dict()
-    assert printed["predict"] == {"threshold": 0.7, "batch_size": 8, "engine": "auto"}
+    assert printed["predict"] == {"threshold": 0.7, "batch_size": 8, "engine": "auto", "abstain_target_error": 0.005}
     assert (printed["train"]["epochs"], printed["data"]["image_size"]) == (7, [64, 64])
 
 
@@ -257,7 +257,7 @@ def test_predict_with_a_run_folder_loads_its_model(folders, loaded, capsys):
     photo = str(folders["photo"])
     arguments = ["predict", str(folders["run"]), photo, "--threshold", "0.7", "--batch-size", "4", "--tta"]
     assert main(arguments) == 0
-    options = {"threshold": 0.7, "batch_size": 4, "test_time_augmentation": True, "engine": "auto"}
+    options = {"threshold": 0.7, "batch_size": 4, "test_time_augmentation": True, "engine": "auto", "abstain": True}
     assert loaded == [("run", str(folders["run"]), options)]
     output = capsys.readouterr()
     assert photo in output.out and "cats" in output.out and not output.out.startswith("#")
@@ -267,7 +267,7 @@ def test_predict_with_a_run_folder_loads_its_model(folders, loaded, capsys):
 @pytest.mark.parametrize("first", ["photo", "photos"])
 def test_predict_without_a_run_folder_asks_the_zero_shot_model(first, folders, loaded, capsys):
     assert main(["predict", str(folders[first]), "--batch-size", "4"]) == 0
-    options = {"threshold": DEFAULT_THRESHOLD, "batch_size": 4, "test_time_augmentation": False}
+    options = {"threshold": DEFAULT_THRESHOLD, "batch_size": 4, "test_time_augmentation": False, "neither": True}
     assert loaded == [("zero-shot", None, options)]
     output = capsys.readouterr()
     assert output.out.startswith("# zero-shot note\n") and str(folders["photo"]) in output.out

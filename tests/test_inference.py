@@ -101,7 +101,10 @@ def test_cli_csv_output_and_exit_status(run_path, mixed_folder, tmp_path, capsys
     assert main(["predict", str(run_path), str(mixed_folder), "--format", "csv", "--output", str(output)]) == 1
     rows = list(csv.DictReader(io.StringIO(output.read_text())))
     assert len(rows) == 6
-    assert set(rows[0]) == {"file", "label", "probability", "probability_cats", "probability_dogs", "error"}
+    assert set(rows[0]) == {
+        *("file", "label", "probability", "probability_cats", "probability_dogs", "error"),
+        *("answer", "abstained", "calibrated_probability", "reason"),
+    }
     assert sum(bool(row["error"]) for row in rows) == 3
     assert "6 inputs, 3 predicted, 3 failed" in capsys.readouterr().err
 

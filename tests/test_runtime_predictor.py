@@ -140,6 +140,10 @@ def test_predict_on_an_export_folder_writes_what_a_run_folder_does(exported, pho
                     "probability",
                     "probability_cats",
                     "probability_dogs",
+                    "answer",
+                    "abstained",
+                    "calibrated_probability",
+                    "reason",
                     "error",
                 ]
             )

@@ -95,6 +95,7 @@ class PredictConfig:
     threshold: float
     batch_size: int
     engine: str
+    abstain_target_error: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +176,7 @@ _VALUE_CHECKS = {
     "predict.threshold": (lambda v: 0 < v < 1, "a probability strictly between 0 and 1, e.g. 0.5"),
     "predict.batch_size": (lambda v: v >= 1, "a positive integer"),
     "predict.engine": (lambda v: v in INFERENCE_ENGINES, f"one of {', '.join(INFERENCE_ENGINES)}"),
+    "predict.abstain_target_error": (lambda v: 0 < v < 1, "an error rate strictly between 0 and 1, e.g. 0.005"),
     "serve.host": (lambda v: bool(v.strip()), "an address to listen on, e.g. 127.0.0.1 or 0.0.0.0"),
     "serve.port": (lambda v: 0 <= v <= 65535, "a port number from 0 to 65535"),
     "serve.precision": (

@@ -13,6 +13,7 @@ A run folder carries everything needed to use a model later:
     figures/explain/         what `catsdogs explain` writes by default
     train.log                the run's log
     report.html              written by `catsdogs evaluate`
+    abstain.json             `catsdogs evaluate`: calibration and "unsure" threshold (`runtime.answers`)
     backup/                  BackupAndRestore state while training; removed when finished
     checkpoints/             ModelCheckpoint files while training; best.json names the complete one
     tensorboard/             TensorBoard logs, when switched on
@@ -44,6 +45,7 @@ HISTORY_FIGURE = "history.png"
 AUGMENTATION_FIGURE = "augmentation.png"
 LOG_FILE = "train.log"
 REPORT_FILE = "report.html"
+ABSTAIN_FILE = "abstain.json"
 BACKUP_DIR = "backup"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PATTERN = "epoch-{epoch:03d}.keras"
@@ -64,6 +66,9 @@ EVALUATION_FIGURES = {
     "calibration": "calibration.png",
     "probability_histogram": "probability_histogram.png",
     "misclassified": "misclassified.png",
+    "reliability_calibrated": "reliability_calibrated.png",
+    "coverage_accuracy": "coverage_accuracy.png",
+    "abstained": "abstained.png",
 }
 GRADCAM_FIGURE_PATTERN = "gradcam_{index:02d}.png"
 # `catsdogs explain` writes into figures/explain/ unless told otherwise.
@@ -81,7 +86,7 @@ def _process_is_alive(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # Alive, under another user.
         return True
     return True
 
@@ -100,8 +105,6 @@ class RunDir:
     def __repr__(self):
         return f"RunDir({str(self.path)!r})"
 
-    # ------------------------------------------------------------------ paths
-
     config_path = property(lambda self: self.path / CONFIG_FILE)
     labels_path = property(lambda self: self.path / LABELS_FILE)
     run_info_path = property(lambda self: self.path / RUN_FILE)
@@ -114,6 +117,7 @@ class RunDir:
     augmentation_figure_path = property(lambda self: self.path / FIGURES_DIR / AUGMENTATION_FIGURE)
     log_path = property(lambda self: self.path / LOG_FILE)
     report_path = property(lambda self: self.path / REPORT_FILE)
+    abstain_path = property(lambda self: self.path / ABSTAIN_FILE)
     backup_dir = property(lambda self: self.path / BACKUP_DIR)
     checkpoint_dir = property(lambda self: self.path / CHECKPOINT_DIR)
     tensorboard_dir = property(lambda self: self.path / TENSORBOARD_DIR)
@@ -139,8 +143,6 @@ class RunDir:
     def checkpoint_pattern(self):
         """The ModelCheckpoint file path, with Keras's `{epoch}` placeholder."""
         return str(self.checkpoint_dir / CHECKPOINT_PATTERN)
-
-    # ------------------------------------------------------------------ finding and creating
 
     @classmethod
     def create(cls, runs_dir, *, model_name, run_name=None):
@@ -226,8 +228,6 @@ class RunDir:
             and _process_is_alive(pid)
         )
 
-    # ------------------------------------------------------------------ small JSON files
-
     def write_config(self, config_dict):
         atomic_write_json(self.config_path, config_dict)
 
@@ -270,8 +270,6 @@ class RunDir:
     def read_metrics(self):
         return json.loads(self.metrics_path.read_text(encoding="utf-8"))
 
-    # ------------------------------------------------------------------ history and figures
-
     def read_history(self):
         """Return history.csv as {column: [float per epoch]} (empty if there is none yet)."""
         if not self.history_path.is_file():
@@ -295,8 +293,6 @@ class RunDir:
     def write_figure(self, name, png_bytes):
         """Write PNG bytes (from `plots.figure_png_bytes`) to figures/<name>."""
         atomic_write_bytes(self.figures_dir / name, png_bytes)
-
-    # ------------------------------------------------------------------ training state
 
     def backup_epoch(self):
         """Return the number of epochs BackupAndRestore has saved (0 if none)."""
@@ -363,6 +359,7 @@ class ExportDir:
     labels_path = property(lambda self: self.path / LABELS_FILE)
     preprocessing_path = property(lambda self: self.path / PREPROCESSING_FILE)
     record_path = property(lambda self: self.path / EXPORT_RECORD_FILE)
+    abstain_path = property(lambda self: self.path / ABSTAIN_FILE)
 
     def missing_files(self) -> list[str]:
         """The names of the files a complete export folder has and this one lacks, in a fixed order."""

@@ -2,7 +2,7 @@
 
 import argparse
 
-from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, EVALUATION_SPLITS
+from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, EVALUATION_SPLITS, default
 from catsdogs.cli.common import EXIT_OK, add_engine_argument, add_test_time_augmentation_argument, format_number
 
 
@@ -39,6 +39,16 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"Images per model call. Default: {DEFAULT_BATCH_SIZE}.",
     )
+    parser.add_argument(
+        "--abstain-target-error",
+        type=float,
+        default=default("predict.abstain_target_error"),
+        metavar="RATE",
+        help=(
+            'Two classes: fit the "unsure" threshold on validation so that at most RATE of the photos answered are '
+            "wrong, with 95%% confidence (RUN/abstain.json; docs/abstain.md). Default: %(default)s."
+        ),
+    )
     add_test_time_augmentation_argument(parser)
     add_engine_argument(parser)
     parser.set_defaults(run=run)
@@ -57,6 +67,7 @@ def run(arguments: argparse.Namespace) -> int:
         batch_size=arguments.batch_size,
         test_time_augmentation=arguments.test_time_augmentation,
         engine=arguments.engine,
+        abstain_target_error=check_target_error(arguments.abstain_target_error),
     )
     metrics = result.metrics
     decided = metrics["at_decision_threshold"]
@@ -84,8 +95,29 @@ def run(arguments: argparse.Namespace) -> int:
                 f"{label + ':':<11} threshold {chosen['threshold']:.3f} (chosen on validation): accuracy "
                 f"{chosen['accuracy']:.4f}, macro F1 {chosen['macro_avg']['f1']:.4f}"
             )
+    abstain = metrics.get("abstain")
+    if abstain:
+        answered = "" if abstain["selective_accuracy"] is None else f", accuracy {abstain['selective_accuracy']:.4f}"
+        print(
+            f"unsure:     T = {abstain['temperature']:.3f}; answers {abstain['answered']} of {abstain['images']} "
+            f"({abstain['coverage']:.2%}){answered} when answered"
+        )
+        if abstain.get("note"):
+            print(f"            {abstain['note']}")
     if metrics["unreadable"]:
         print(f"unreadable: {len(metrics['unreadable'])} images left out (listed in metrics.json)")
     print(f"figures:    {result.run_dir.figures_dir}")
     print(f"report:     {result.report_path}")
     return EXIT_OK
+
+
+def check_target_error(rate: float) -> float:
+    """Return `rate` if it lies strictly between 0 and 1, else raise CatsdogsError."""
+    from catsdogs.errors import CatsdogsError
+
+    if not 0.0 < rate < 1.0:
+        raise CatsdogsError(
+            "--abstain-target-error is the error rate allowed among the photos answered: a number strictly between "
+            f"0 and 1, e.g. 0.005 for 0.5%. Received: abstain_target_error={rate}"
+        )
+    return rate

@@ -71,6 +71,17 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"Images per model call. Default: {DEFAULT_BATCH_SIZE}.",
     )
+    parser.add_argument(
+        "--no-abstain",
+        dest="abstain",
+        action="store_false",
+        help=(
+            'Always answer the plain label, never "unsure" or "neither". By default a run or export evaluated '
+            "with `catsdogs evaluate` answers unsure when its calibrated probability is below the threshold fitted "
+            "on validation, and a run on an ImageNet EfficientNet-Lite0 (or the zero-shot model) answers neither "
+            "when its ImageNet head sees no cat and no dog (docs/abstain.md)."
+        ),
+    )
     parser.set_defaults(run=run)
 
 
@@ -78,6 +89,7 @@ def run(arguments: argparse.Namespace) -> int:
     """Predict every named image; return 1 if any of them failed, else 0."""
     # inference.files and runtime.predictions import no TensorFlow, so an export folder predicts without it.
     from catsdogs.inference.files import format_predictions, predict_files
+    from catsdogs.runtime.answers import OFF_BY_REQUEST
     from catsdogs.runtime.predictions import check_threshold
 
     check_threshold(arguments.threshold)
@@ -101,6 +113,14 @@ def run(arguments: argparse.Namespace) -> int:
     else:
         print(text, end="")
     failed = sum(not prediction.ok for prediction in predictions)
+    # Why an answer can never be "unsure" or "neither" here, off the output proper (docs/abstain.md).
+    notes = (
+        (getattr(predictor, "abstain_note", None), getattr(predictor, "neither_note", None))
+        if arguments.abstain
+        else (OFF_BY_REQUEST,)
+    )
+    for note in filter(None, notes):
+        print(f"catsdogs predict: {note}", file=sys.stderr)
     runner = getattr(predictor, "runner", None)
     if runner is not None and getattr(predictor, "note", None) is None:
         # A run folder's model runs where `inference.engines` chose; say where and why, off the output proper.
@@ -133,6 +153,7 @@ def load_predictor(arguments: argparse.Namespace) -> tuple[ImagePredictor, list[
             threshold=arguments.threshold,
             batch_size=arguments.batch_size,
             test_time_augmentation=arguments.test_time_augmentation,
+            abstain=arguments.abstain,
         )
         if not predictor.verified:
             print(
@@ -151,6 +172,7 @@ def load_predictor(arguments: argparse.Namespace) -> tuple[ImagePredictor, list[
             batch_size=arguments.batch_size,
             test_time_augmentation=arguments.test_time_augmentation,
             engine=arguments.engine,
+            abstain=arguments.abstain,
         )
         return predictor, arguments.paths
     if arguments.engine == "onnxruntime":
@@ -166,6 +188,7 @@ def load_predictor(arguments: argparse.Namespace) -> tuple[ImagePredictor, list[
         threshold=arguments.threshold,
         batch_size=arguments.batch_size,
         test_time_augmentation=bool(arguments.test_time_augmentation),
+        neither=arguments.abstain,
     )
     if arguments.output_format != "table" or arguments.output:
         print(f"catsdogs predict: {predictor.note}", file=sys.stderr)

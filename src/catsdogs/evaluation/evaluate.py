@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy
 
 from catsdogs import report_plots
-from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE, DEFAULT_THRESHOLD, EVALUATION_SPLITS
+from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE, DEFAULT_THRESHOLD, EVALUATION_SPLITS, default
 from catsdogs.errors import CatsdogsError
-from catsdogs.evaluation import thresholds
+from catsdogs.evaluation import abstaining, thresholds
 from catsdogs.evaluation.metrics import (
     SplitPredictions,
     calibration_points,
@@ -29,6 +29,7 @@ from catsdogs.evaluation.metrics import (
 from catsdogs.runs import EVALUATION_KEY, RunDir
 
 logger = logging.getLogger("catsdogs.evaluation")
+DEFAULT_ABSTAIN_TARGET_ERROR = default("predict.abstain_target_error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +148,7 @@ def evaluate_run(
     batch_size: int = DEFAULT_BATCH_SIZE,
     test_time_augmentation: bool | None = None,
     engine: str = DEFAULT_ENGINE,
+    abstain_target_error: float = DEFAULT_ABSTAIN_TARGET_ERROR,
 ) -> EvaluationResult:
     """Evaluate a trained run on a split, write metrics, figures and the report.
 
@@ -166,6 +168,8 @@ def evaluate_run(
             `model.test_time_augmentation`.
         engine: what runs the model: "auto" (ONNX Runtime where it agrees with Keras), "onnxruntime" or
             "keras" (`inference.engines`); the metrics record the engine used and why. Grad-CAM uses Keras.
+        abstain_target_error: for two classes, the error rate among answered photos the "unsure" threshold is
+            fitted for on validation (`evaluation.abstaining`), written to RUN/abstain.json and its exports.
 
     Returns:
         An `EvaluationResult`.
@@ -188,6 +192,7 @@ def evaluate_run(
         batch_size=batch_size,
         test_time_augmentation=test_time_augmentation,
         engine=engine,
+        abstain=False,
     )
     validation, validation_dir, note = None, data_dir, None
     if split == "validation":
@@ -218,6 +223,18 @@ def evaluate_run(
         metrics["threshold_note"] = note
     figures = write_evaluation_figures(run, evaluated, metrics, predictor, decision_threshold, gallery_size)
     figures += write_gradcam_examples(run, evaluated, predictor, decision_threshold, gradcam_examples)
+    if validation is not None and evaluated.is_binary:
+        # Calibration and the "unsure" threshold, fitted on validation and measured on the evaluated split.
+        metrics["abstain"], abstain_figures = abstaining.fit_and_measure(
+            run,
+            validation,
+            evaluated,
+            predictor=predictor,
+            decision_threshold=decision_threshold,
+            target_error=abstain_target_error,
+            data_dir=validation_dir,
+        )
+        figures += abstain_figures
     stored = run.read_metrics() if run.metrics_path.is_file() else {}
     section = stored.setdefault(EVALUATION_KEY, {})
     section[key] = metrics

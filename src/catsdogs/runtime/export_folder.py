@@ -23,6 +23,7 @@ from catsdogs.fileio import checksum_path, verify_checksum
 from catsdogs.runs import EXPORT_ARTIFACT_FILES, EXPORT_RECORD_FILE, PREPROCESSING_FILE, ExportDir
 
 if typing.TYPE_CHECKING:
+    from catsdogs.runtime.answers import AbstainRule
     from catsdogs.runtime.predictions import ImagePredictor
 
 # The formats this package runs without TensorFlow, and the module and class of each predictor.
@@ -46,6 +47,8 @@ class ExportContents:
         test_time_augmentation: the run's `model.test_time_augmentation` (preprocessing.json), or the default
             config's where an older export does not record it.
         precision: float32, float16 or int8 (export.json; float32 where an older export does not record it).
+        abstain_rule: the calibration and "unsure" threshold (abstain.json, `runtime.answers`); None without one.
+        abstain_note: why abstaining is off, in words, when it is; None when the rule applies.
     """
 
     export_dir: ExportDir
@@ -56,6 +59,8 @@ class ExportContents:
     verified: bool
     test_time_augmentation: bool = False
     precision: str = "float32"
+    abstain_rule: AbstainRule | None = None
+    abstain_note: str | None = None
 
 
 def is_export_dir(path: str | os.PathLike) -> bool:
@@ -124,6 +129,15 @@ def read_export(path: str | os.PathLike, *, format_name: str) -> ExportContents:
             f"classes, so it is unclear what the model answers. Copy the export folder again or export again. "
             f"Received: labels={class_names}, preprocessing_labels={preprocessing.get('labels')}"
         )
+    from catsdogs.runtime.answers import read_abstain_rule
+
+    source = record.get("source_model")
+    abstain_rule, abstain_note = read_abstain_rule(
+        export_dir.abstain_path,
+        class_names=class_names,
+        model_sha256=source.get("sha256") if isinstance(source, dict) else None,
+        where="export",
+    )
     return ExportContents(
         export_dir=export_dir,
         class_names=class_names,
@@ -133,7 +147,24 @@ def read_export(path: str | os.PathLike, *, format_name: str) -> ExportContents:
         verified=bool(record.get("verified", False)),
         test_time_augmentation=_read_test_time_augmentation(export_dir, preprocessing),
         precision=str(record.get("precision", "float32")),
+        abstain_rule=abstain_rule,
+        abstain_note=abstain_note,
     )
+
+
+def abstain_setting(contents: ExportContents, abstain: bool = True) -> tuple[AbstainRule | None, str | None]:
+    """The (rule, note) a predictor of this export uses: the export's rule, or none with why not.
+
+    Args:
+        contents: what `read_export` read.
+        abstain: False when the caller asked for the plain label.
+    """
+    from catsdogs.runtime.answers import OFF_BY_REQUEST
+
+    if not abstain:
+        return None, OFF_BY_REQUEST
+    # A rule that certified no threshold still calibrates; it never abstains, and the note says why.
+    return contents.abstain_rule, contents.abstain_note
 
 
 def export_format(path: str | os.PathLike) -> str:
@@ -164,6 +195,7 @@ def open_export_predictor(
     threshold: float = DEFAULT_THRESHOLD,
     batch_size: int = DEFAULT_BATCH_SIZE,
     test_time_augmentation: bool | None = None,
+    abstain: bool = True,
 ) -> ImagePredictor:
     """Open the predictor that runs an export folder's format: `OnnxPredictor` or `TflitePredictor`.
 
@@ -173,6 +205,7 @@ def open_export_predictor(
         batch_size: images per model call.
         test_time_augmentation: also average over the mirror image of each photo; None takes the export's
             recorded setting.
+        abstain: answer "unsure" where the export's abstain.json says so; False gives the plain label.
 
     Returns:
         The predictor, checked as its `from_export_dir` checks it.
@@ -193,7 +226,11 @@ def open_export_predictor(
     module_name, class_name = RUNTIME_PREDICTORS[format_name]
     predictor_class = getattr(importlib.import_module(module_name), class_name)
     return predictor_class.from_export_dir(
-        path, threshold=threshold, batch_size=batch_size, test_time_augmentation=test_time_augmentation
+        path,
+        threshold=threshold,
+        batch_size=batch_size,
+        test_time_augmentation=test_time_augmentation,
+        abstain=abstain,
     )
 
 

@@ -20,10 +20,13 @@ import numpy
 
 from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, DEFAULT_THRESHOLD
 from catsdogs.errors import CatsdogsError
+from catsdogs.runtime.answers import Answer
 
 if typing.TYPE_CHECKING:
     import numpy.typing
     from PIL import Image
+
+    from catsdogs.runtime.answers import AbstainRule, NeitherRule
 
     # One image as predictors accept it: a path, the file's bytes, a PIL image or pixels.
     ImageInput = str | Path | bytes | bytearray | memoryview | Image.Image | numpy.ndarray
@@ -39,6 +42,11 @@ class Prediction:
         probability: the probability of `label`; None on error.
         probabilities: {class name: probability} for every class; None on error.
         error: why the image could not be used; None on success.
+        answer: what to tell a user: `label`, or "unsure" when the abstain rule says so, or "neither" when the
+            ImageNet head sees no cat and no dog (`runtime.answers`); None on error.
+        abstained: whether `answer` is not a class.
+        reason: why it abstained, in words; None when it answered.
+        calibrated_probability: the calibrated probability of `label`; None when no abstain rule applies.
     """
 
     source: str
@@ -46,6 +54,10 @@ class Prediction:
     probability: float | None = None
     probabilities: dict | None = None
     error: str | None = None
+    answer: str | None = None
+    abstained: bool = False
+    reason: str | None = None
+    calibrated_probability: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -135,6 +147,37 @@ class ImagePredictor:
         self.max_pixels = max_pixels
         self.min_side = min_side
         self.batch_size = batch_size
+        # Set by `use_abstain_rule`: without a rule every answer is the plain label.
+        self.abstain_rule: AbstainRule | None = None
+        self.abstain_note: str | None = None
+        # Set by `use_neither_rule`: "not a cat or a dog", for predictors with an ImageNet head.
+        self.neither_rule: NeitherRule | None = None
+        self.neither_note: str | None = None
+
+    def use_abstain_rule(self, rule: AbstainRule | None, note: str | None = None) -> None:
+        """Answer "unsure" where `rule` says so (`runtime.answers`); None answers the plain label.
+
+        Args:
+            rule: the fitted rule, or None.
+            note: why abstaining is off, in words, when it is; None when it is on.
+        """
+        self.abstain_rule = rule
+        self.abstain_note = note
+
+    def use_neither_rule(self, rule: NeitherRule | None, note: str | None = None) -> None:
+        """Answer "neither" where the ImageNet head (`imagenet_probabilities`) sees no cat and no dog.
+
+        Args:
+            rule: the `runtime.answers.NeitherRule`, or None to leave the check off.
+            note: why the check is off, in words, when it is.
+        """
+        self.neither_rule = rule
+        self.neither_note = note
+
+    def imagenet_probabilities(self, pixels: numpy.ndarray) -> numpy.ndarray:
+        """ImageNet probabilities (n, 1000) for the pixels of the last `predict_pixels` call; subclasses with an
+        ImageNet head override this."""
+        raise NotImplementedError("this predictor has no ImageNet head")
 
     def load_image(self, image: ImageInput) -> numpy.ndarray:
         """Normalise and resize one image exactly as training does; see the subclasses."""
@@ -200,19 +243,38 @@ class ImagePredictor:
         """Predict the loaded images of a batch (`_load_row` results) and put the error rows in their places."""
         rows = [row if isinstance(row, Prediction) else None for row in loaded]
         pixels = [row for row in loaded if not isinstance(row, Prediction)]
-        probabilities = iter(self.predict_pixels(numpy.stack(pixels)) if pixels else [])
+        stacked = numpy.stack(pixels) if pixels else None
+        probabilities = iter(self.predict_pixels(stacked) if pixels else [])
+        masses = iter(
+            self.neither_rule.mass(self.imagenet_probabilities(stacked))
+            if pixels and self.neither_rule is not None
+            else []
+        )
         return [
-            row if row is not None else self._to_prediction(source, next(probabilities))
+            row if row is not None else self._to_prediction(source, next(probabilities), next(masses, None))
             for row, source in zip(rows, sources)
         ]
 
-    def _to_prediction(self, source, probabilities):
+    def _to_prediction(self, source, probabilities, mass=None):
         index = int(decide(probabilities, self.threshold))
+        label = self.class_names[index]
+        answer = Answer(label, False, None, None)
+        if self.abstain_rule is not None:
+            answer = self.abstain_rule.answer(probabilities, index)
+        if self.neither_rule is not None and mass is not None:
+            answer = self.neither_rule.check(answer, float(mass))
+        answered = {
+            "answer": answer.answer,
+            "abstained": answer.abstained,
+            "reason": answer.reason,
+            "calibrated_probability": answer.calibrated_probability,
+        }
         return Prediction(
             source,
-            label=self.class_names[index],
+            label=label,
             probability=float(probabilities[index]),
             probabilities={name: float(value) for name, value in zip(self.class_names, probabilities)},
+            **answered,
         )
 
 

@@ -21,7 +21,8 @@ import numpy
 
 from catsdogs.choices import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, DEFAULT_THRESHOLD
 from catsdogs.errors import CatsdogsError
-from catsdogs.runtime.export_folder import read_export
+from catsdogs.runtime.answers import NEITHER_OFF_IN_EXPORTS
+from catsdogs.runtime.export_folder import abstain_setting, read_export
 from catsdogs.runtime.predictions import ImagePredictor
 from catsdogs.runtime.preprocess import load_pixels
 
@@ -90,6 +91,7 @@ class TflitePredictor(ImagePredictor):
         threshold: float = DEFAULT_THRESHOLD,
         batch_size: int = DEFAULT_BATCH_SIZE,
         test_time_augmentation: bool | None = None,
+        abstain: bool = True,
     ) -> TflitePredictor:
         """Check an export folder, verify its model's SHA-256 and open the model in the LiteRT interpreter.
 
@@ -99,6 +101,7 @@ class TflitePredictor(ImagePredictor):
             batch_size: images per model call.
             test_time_augmentation: also average over the mirror image of each photo; None takes the
                 setting the export recorded from its run's `model.test_time_augmentation`.
+            abstain: answer "unsure" where the export's abstain.json says so; False gives the plain label.
 
         Returns:
             A `TflitePredictor`.
@@ -112,7 +115,7 @@ class TflitePredictor(ImagePredictor):
         contents = read_export(path, format_name=TFLITE_FORMAT)
         interpreter = open_interpreter(contents.export_dir.artifact_path)
         _check_signature(interpreter, contents.class_names, contents.export_dir.artifact_path)
-        return cls(
+        predictor = cls(
             interpreter,
             class_names=contents.class_names,
             image_size=contents.image_size,
@@ -127,6 +130,9 @@ class TflitePredictor(ImagePredictor):
             verified=contents.verified,
             precision=contents.precision,
         )
+        predictor.use_abstain_rule(*abstain_setting(contents, abstain))
+        predictor.use_neither_rule(None, NEITHER_OFF_IN_EXPORTS)
+        return predictor
 
     def load_image(self, image: ImageInput) -> numpy.ndarray:
         """Normalise and resize one image exactly as training does, with numpy and Pillow.

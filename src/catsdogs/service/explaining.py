@@ -99,7 +99,8 @@ class GradCamExplainer:
         if self._predictor is None:
             from catsdogs.inference import Predictor
 
-            self._predictor = Predictor.from_run_dir(self.run_dir, threshold=self.threshold)
+            # Grad-CAM needs the Keras model only: no abstain rule, no ImageNet head.
+            self._predictor = Predictor.from_run_dir(self.run_dir, threshold=self.threshold, abstain=False)
             self._predictor.max_pixels = min(self._predictor.max_pixels, self.max_pixels)
         return self._predictor
 

@@ -199,6 +199,8 @@ def load_model(source: ModelSource, *, settings: ServiceSettings) -> tuple[Model
         for _ in range(settings.worker_count)
     ]
     for predictor in predictors:
+        # Calibration and the "unsure" threshold, when the export carries abstain.json fitted on this model.
+        predictor.use_abstain_rule(contents.abstain_rule, contents.abstain_note)
         warm_up(predictor)
     first = predictors[0]
     info = ModelInfo(

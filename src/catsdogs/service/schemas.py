@@ -119,6 +119,16 @@ class FilePrediction(BaseModel):
     label: str | None = Field(description="The predicted class; null on error.")
     probability: float | None = Field(description="The probability of `label`; null on error.")
     probabilities: dict[str, float] | None = Field(description="Every class's probability; null on error.")
+    answer: str | None = Field(
+        default=None,
+        description='What to tell a user: `label`, or "unsure" when the model is not sure enough (the export\'s '
+        "abstain.json); null on error.",
+    )
+    abstained: bool = Field(default=False, description='Whether `answer` is "unsure" rather than a class.')
+    reason: str | None = Field(default=None, description="Why it answered unsure; null when it answered.")
+    calibrated_probability: float | None = Field(
+        default=None, description="The calibrated probability of `label`; null when the export has no abstain rule."
+    )
     error: ErrorDetail | None = Field(description="Why this photo could not be used; null on success.")
     seconds: float = Field(description="Server time for this photo: checks, decoding, queueing and the model.")
 
@@ -145,6 +155,10 @@ class PredictResponse(BaseModel):
                             "label": "cats",
                             "probability": 0.998,
                             "probabilities": {"cats": 0.998, "dogs": 0.002},
+                            "answer": "cats",
+                            "abstained": False,
+                            "reason": None,
+                            "calibrated_probability": 0.996,
                             "error": None,
                             "seconds": 0.021,
                         },

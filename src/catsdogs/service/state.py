@@ -177,16 +177,24 @@ class ServiceState:
                 self.metrics.count_rejection(REJECTION_REASONS[error.code])
                 error.counted = True
             entry = {"file": upload.name, "label": None, "probability": None, "probabilities": None}
+            entry.update(answer=None, abstained=False, reason=None, calibrated_probability=None)
             entry.update(error=error.detail(), seconds=time.perf_counter() - started)
             return entry, error
         index = int(decide(probabilities, self._predictor.threshold))
         label = self.info.classes[index]
         self.metrics.predictions.labels(label=label).inc()
+        # The export's abstain rule (abstain.json), when it has one: the label, or "unsure" with a reason.
+        rule = self._predictor.abstain_rule
+        answer = rule.answer(probabilities, index) if rule is not None else None
         entry = {
             "file": upload.name,
             "label": label,
             "probability": float(probabilities[index]),
             "probabilities": {name: float(value) for name, value in zip(self.info.classes, probabilities)},
+            "answer": label if answer is None else answer.answer,
+            "abstained": answer is not None and answer.abstained,
+            "reason": None if answer is None else answer.reason,
+            "calibrated_probability": None if answer is None else answer.calibrated_probability,
             "error": None,
             "seconds": time.perf_counter() - started,
         }

@@ -79,7 +79,11 @@ export function showCardResult(card, prediction, milliseconds, explain) {
   card.result = prediction;
   card.root.classList.remove("card-pending");
   card.stateLine.hidden = true;
-  card.label.textContent = String(prediction.label);
+  // "unsure" when the export's abstain rule says the model is not sure enough; the bars still show its lean.
+  const unsure = prediction.abstained === true;
+  card.label.textContent = unsure ? `unsure (leans to ${prediction.label})` : String(prediction.label);
+  card.label.title = unsure && prediction.reason ? String(prediction.reason) : "";
+  card.label.classList.toggle("card-label-unsure", unsure);
   card.label.hidden = false;
   const probabilities =
     prediction.probabilities && typeof prediction.probabilities === "object"
@@ -168,7 +172,8 @@ export function summarize(cards) {
   let failed = 0;
   for (const card of cards) {
     if (card.result) {
-      byLabel.set(card.result.label, (byLabel.get(card.result.label) || 0) + 1);
+      const answer = card.result.abstained === true ? "unsure" : card.result.label;
+      byLabel.set(answer, (byLabel.get(answer) || 0) + 1);
     } else if (card.failed) {
       failed += 1;
     }

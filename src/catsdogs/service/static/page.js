@@ -260,7 +260,8 @@ async function send(card) {
         failCard(card, describePredictionError(prediction.error), milliseconds);
       } else {
         showCardResult(card, prediction, milliseconds, state.explain);
-        announce(`${card.name}: ${prediction.label}, ${formatPercent(Number(prediction.probability))}.`);
+        const answer = prediction.abstained === true ? `unsure (leans to ${prediction.label})` : prediction.label;
+        announce(`${card.name}: ${answer}, ${formatPercent(Number(prediction.probability))}.`);
         updateSummary();
       }
       return;
