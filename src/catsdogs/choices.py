@@ -16,7 +16,7 @@ EVALUATION_SPLITS = ("test", "validation")
 SPLIT_MODES = ("numbers", "fraction", "all")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "one_cycle")
-# `train.feature_engine`; "ray" computes the features on a Ray cluster (`training.ray_features`, docs/scaling_ray.md).
+# `train.feature_engine`; "ray" computes the features on a Ray cluster (`training.ray_features`, docs/scaling.md).
 FEATURE_ENGINES = ("auto", "onnxruntime", "keras", "ray")
 # What runs a run folder's model in `predict`, `evaluate` and the report: see `inference.engines`.
 INFERENCE_ENGINES = ("auto", "onnxruntime", "keras")

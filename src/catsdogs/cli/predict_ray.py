@@ -15,7 +15,7 @@ from catsdogs.errors import CatsdogsError
 ENGINE_HELP = (
     "; ray labels a whole photo collection with Ray Data on a Ray cluster (--address, or a local one) and writes "
     "one row per photo to --output FILE.parquet or FILE.csv (needs pip install 'catsdogs[scale]'; "
-    "docs/scaling_ray.md)"
+    "docs/scaling.md)"
 )
 
 

@@ -12,7 +12,7 @@ with the global batch, `train.batch_size` x replicas, which tf.distribute splits
 evenly between them. The learning rate is not scaled with the number of replicas:
 the default optimizer (Adam) adapts its step to the gradient's size, and the linear
 scaling rule is a rule for SGD that also needs a warm-up, so catsdogs keeps the
-configured rate and logs the global batch; docs/scaling_training.md says how to
+configured rate and logs the global batch; docs/scaling.md says how to
 scale it by hand.
 
 MultiWorkerMirroredStrategy configures TensorFlow's collective ops, which only works
