@@ -225,4 +225,4 @@ def test_demo_config_is_valid():
     from catsdogs.config import load_config
 
     config = load_config(Path(__file__).resolve().parent.parent / "configs" / "demo.toml")
-    assert config.model.name == "efficientnet_lite0" and not config.augment.enabled and config.train.feature_cache
+    assert config.model.name == "efficientnet_lite2" and not config.augment.enabled and config.train.feature_cache
