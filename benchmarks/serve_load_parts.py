@@ -163,6 +163,8 @@ class Context:
                     f"inference_workers=1, intra_op_threads={cores}, max_batch_size=1",
                     {**one_worker, "max_batch_size": 1},
                 ),
+                # One worker per core, each with every core's threads: a lone photo gets them all.
+                (f"inference_workers={cores}, intra_op_threads={cores}", {"intra_op_threads": cores}),
             ]
         entries = self.results.setdefault("layouts", [])
         for name, settings in variants:
