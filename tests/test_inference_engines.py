@@ -248,8 +248,11 @@ def test_the_report_after_training_evaluates_with_the_configured_engine(run, tmp
 
     trained = RunDir(shutil.copytree(run.path, tmp_path / "run"))
     monkeypatch.setattr(workflow, "train", lambda config, data_dir: trained)
-    assert workflow.train_and_report(load_config(overrides=["predict.engine=keras"]), "DATA") is trained
+    config = load_config(overrides=["predict.engine=keras", "predict.abstain_target_error=0.02"])
+    assert workflow.train_and_report(config, "DATA") is trained
     stored = trained.read_metrics()["evaluation"]
+    # The configured target of the "unsure" rule reaches the evaluation too.
+    assert stored[stored["latest"]]["abstain"]["target_error"] == 0.02
     assert stored[stored["latest"]]["engine_choice"] == {
         "engine": "keras",
         "requested": "keras",

@@ -21,5 +21,7 @@ def train_and_report(config, data_dir, **train_arguments) -> RunDir | None:
     run_dir = train(config, data_dir, **train_arguments)
     if run_dir is None:
         return None
-    report_after_training(run_dir, engine=config.predict.engine)
+    report_after_training(
+        run_dir, engine=config.predict.engine, abstain_target_error=config.predict.abstain_target_error
+    )
     return run_dir

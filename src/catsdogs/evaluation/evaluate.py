@@ -243,7 +243,7 @@ def evaluate_run(
     return EvaluationResult(run, key, metrics, evaluated, figures, write_report(run.path))
 
 
-def report_after_training(run_dir, *, engine=DEFAULT_ENGINE):
+def report_after_training(run_dir, *, engine=DEFAULT_ENGINE, abstain_target_error=DEFAULT_ABSTAIN_TARGET_ERROR):
     """Evaluate a freshly trained run and write its complete report; `train` calls this last.
 
     The test split is evaluated when the data has one, else the validation split.
@@ -251,6 +251,7 @@ def report_after_training(run_dir, *, engine=DEFAULT_ENGINE):
     Args:
         run_dir: the finished run folder.
         engine: what runs the model for the evaluation: "auto", "onnxruntime" or "keras".
+        abstain_target_error: the "unsure" rule's target error rate among answered photos (`evaluate_run`).
 
     Returns:
         The path of report.html.
@@ -261,7 +262,7 @@ def report_after_training(run_dir, *, engine=DEFAULT_ENGINE):
     data_dir = run.read_run_info().get("data_dir")
     split = "test" if data_dir and (Path(data_dir) / "test").is_dir() else "validation"
     try:
-        result = evaluate_run(run.path, split=split, engine=engine)
+        result = evaluate_run(run.path, split=split, engine=engine, abstain_target_error=abstain_target_error)
         logger.info("Evaluated the %s split; report %s", split, result.report_path)
         return result.report_path
     except Exception:
