@@ -6,7 +6,7 @@ threads, and reports the median of several timed runs after warm-up runs.
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/backbone_speed.py
 
-The PyTorch reference runs in .venv-bench (see efficientnet_lite0_check.py for
+The PyTorch reference runs in .venv-bench (see efficientnet_lite_check.py for
 how to create it) as a subprocess of this same file; it is skipped when that
 environment is missing. Other processes sharing the CPU make single numbers
 noisy: compare engines within one run, and rerun before trusting a small gap.
@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from efficientnet_lite0_check import (  # noqa: E402 - after the path is set.
+from efficientnet_lite_check import (  # noqa: E402 - after the path is set.
     DEFAULT_DATA,
     DEFAULT_REFERENCE_PYTHON,
     load_photos,
