@@ -36,6 +36,21 @@ def test_plain_jpeg_passes_through_byte_for_byte(make_image_bytes, progressive):
     assert (clean.extension, clean.width, clean.height, clean.source_format) == (".jpg", 60, 40, "JPEG")
 
 
+@pytest.mark.parametrize("progressive", [False, True])
+def test_kept_pixels_are_exactly_what_decoding_the_data_gives(make_image_bytes, progressive):
+    data = make_image_bytes(seed=5, size=(60, 40), progressive=progressive)
+    assert clean_image_bytes(data, **LIMITS).pixels is None  # only when asked
+    clean = clean_image_bytes(data, **LIMITS, keep_pixels=True)
+    assert clean.pixels.dtype == np.uint8 and clean.pixels.shape == (40, 60, 3)
+    np.testing.assert_array_equal(clean.pixels, decode(clean.data))
+
+
+def test_no_pixels_are_kept_for_a_normalised_image():
+    data = encode(Image.fromarray(np.full((40, 60), 128, np.uint8)), "PNG")  # grayscale: re-encoded as RGB
+    clean = clean_image_bytes(data, **LIMITS, keep_pixels=True)
+    assert clean.changed and clean.pixels is None
+
+
 def test_real_photo_passes_through_byte_for_byte(real_photos):
     data = (real_photos / "cat.0.jpg").read_bytes()
     clean = clean_image_bytes(data, max_pixels=50_000_000, min_side=32)

@@ -78,6 +78,8 @@ class CleanImage:
         source_format: the format Pillow found, e.g. "JPEG" or "GIF".
         changed: False when `data` is the input, byte for byte.
         note: what was normalised, e.g. "exif rotation, cmyk->rgb"; empty when unchanged.
+        pixels: with `keep_pixels`, the uint8 array (height, width, 3) that decoding `data` gives, when the
+            check already decoded exactly that (an unchanged RGB JPEG); else None.
     """
 
     data: bytes
@@ -87,15 +89,18 @@ class CleanImage:
     source_format: str
     changed: bool
     note: str
+    pixels: numpy.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
-def clean_image_bytes(data, *, max_pixels, min_side):
+def clean_image_bytes(data, *, max_pixels, min_side, keep_pixels=False):
     """Fully decode an image and return it as plain RGB, re-encoded only when needed.
 
     Args:
         data: the file's bytes.
         max_pixels: largest accepted width x height (decompression-bomb guard).
         min_side: smallest accepted width or height, in pixels.
+        keep_pixels: also return the decoded pixels when they are those of `data` (`CleanImage.pixels`),
+            so that a caller about to decode `data` need not decode it a second time.
 
     Returns:
         A `CleanImage`.
@@ -127,7 +132,8 @@ def clean_image_bytes(data, *, max_pixels, min_side):
         source_format = image.format
         orientation = _orientation(image)
         if source_format == "JPEG" and image.mode == "RGB" and orientation == 1:
-            return CleanImage(data, ".jpg", width, height, source_format, changed=False, note="")
+            pixels = numpy.asarray(image, dtype=numpy.uint8) if keep_pixels else None
+            return CleanImage(data, ".jpg", width, height, source_format, changed=False, note="", pixels=pixels)
         try:
             return _normalise(image, source_format, orientation)
         except Exception as error:

@@ -87,8 +87,10 @@ def load_pixels(
     height, width = _check_image_size(image_size)
     max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     min_side = DEFAULT_MIN_SIDE if min_side is None else min_side
-    clean = clean_image_bytes(image_bytes(image), max_pixels=max_pixels, min_side=min_side)
-    return resize_to_uint8(decode_rgb(clean.data), (height, width))
+    clean = clean_image_bytes(image_bytes(image), max_pixels=max_pixels, min_side=min_side, keep_pixels=True)
+    # An unchanged RGB JPEG was decoded by the check already, by the same decoder: one decode, not two.
+    pixels = clean.pixels if clean.pixels is not None else decode_rgb(clean.data)
+    return resize_to_uint8(pixels, (height, width))
 
 
 def decode_rgb(data: bytes) -> numpy.ndarray:
