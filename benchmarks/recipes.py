@@ -232,9 +232,8 @@ def evaluate_concatenated(candidate, config_path, parts):
     from catsdogs.models import classifier_head
     from catsdogs.models.transfer import FEATURES_LAYER, HEAD_DROPOUT_LAYER, PREDICTIONS_LAYER, build_head
     from catsdogs.runs import RunDir
-    from catsdogs.training.callbacks import CallbackSettings
     from catsdogs.training.fit import resolve_progress
-    from catsdogs.training.optimizers import OptimizerSettings
+    from catsdogs.training.setup import fit_settings
     from catsdogs.training.transfer import _train_head
     from catsdogs.training.transfer_features import SplitFeatures
 
@@ -263,6 +262,7 @@ def evaluate_concatenated(candidate, config_path, parts):
     features = {
         split: SplitFeatures(labels=joined[split][1], pooled=joined[split][0]) for split in ("train", "validation")
     }
+    optimizer, callback_settings = fit_settings(train_config)
     result = _train_head(
         stand_in,
         run_dir,
@@ -273,23 +273,8 @@ def evaluate_concatenated(candidate, config_path, parts):
         batch_size=train_config.batch_size,
         seed=train_config.seed,
         image_steps=0,
-        optimizer=OptimizerSettings(
-            name=train_config.optimizer,
-            learning_rate=train_config.learning_rate,
-            schedule=train_config.schedule,
-            weight_decay=train_config.weight_decay,
-            momentum=train_config.momentum,
-        ),
-        callback_settings=CallbackSettings(
-            checkpoint=train_config.checkpoint,
-            early_stopping=train_config.early_stopping,
-            early_stopping_patience=train_config.early_stopping_patience,
-            reduce_lr=train_config.reduce_lr,
-            reduce_lr_factor=train_config.reduce_lr_factor,
-            reduce_lr_patience=train_config.reduce_lr_patience,
-            min_learning_rate=train_config.min_learning_rate,
-            tensorboard=False,
-        ),
+        optimizer=optimizer,
+        callback_settings=dataclasses.replace(callback_settings, tensorboard=False),
         progress=resolve_progress(0),
         extra_callbacks=(),
         class_weight=None,

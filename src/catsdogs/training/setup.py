@@ -1,4 +1,4 @@
-"""What `train` checks and sets up around fitting: contradictory settings, and the run's log file."""
+"""What `train` checks and sets up around fitting: contradictory settings, fit settings, and the run's log file."""
 
 import contextlib
 import importlib.util
@@ -6,7 +6,9 @@ import logging
 
 from catsdogs.errors import CatsdogsError
 from catsdogs.models import model_entry
+from catsdogs.training.callbacks import CallbackSettings
 from catsdogs.training.distribute import check_distribution_supported
+from catsdogs.training.optimizers import OptimizerSettings
 
 logger = logging.getLogger("catsdogs.training")
 
@@ -43,6 +45,35 @@ def check_settings(train_config, *, model_name: str) -> None:
     check_distribution_supported(
         train_config.distribute, model_name=model_name, pretrained=model_entry(model_name).pretrained
     )
+
+
+def fit_settings(train_config) -> tuple[OptimizerSettings, CallbackSettings]:
+    """Return the optimizer and callback settings of the `[train]` section, for `fit.compile_model` and friends.
+
+    Args:
+        train_config: the `[train]` section of the config.
+
+    Returns:
+        (optimizer settings, callback settings).
+    """
+    optimizer = OptimizerSettings(
+        name=train_config.optimizer,
+        learning_rate=train_config.learning_rate,
+        schedule=train_config.schedule,
+        weight_decay=train_config.weight_decay,
+        momentum=train_config.momentum,
+    )
+    callbacks = CallbackSettings(
+        checkpoint=train_config.checkpoint,
+        early_stopping=train_config.early_stopping,
+        early_stopping_patience=train_config.early_stopping_patience,
+        reduce_lr=train_config.reduce_lr,
+        reduce_lr_factor=train_config.reduce_lr_factor,
+        reduce_lr_patience=train_config.reduce_lr_patience,
+        min_learning_rate=train_config.min_learning_rate,
+        tensorboard=train_config.tensorboard,
+    )
+    return optimizer, callbacks
 
 
 @contextlib.contextmanager

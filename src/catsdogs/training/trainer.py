@@ -44,7 +44,7 @@ from catsdogs.training.fit import Progress, compile_for_evaluation, compile_mode
 from catsdogs.training.inputs import load_splits, write_augmentation_figure
 from catsdogs.training.optimizers import OptimizerSettings
 from catsdogs.training.resume import open_run_dir, take_back_epochs
-from catsdogs.training.setup import check_settings, log_to
+from catsdogs.training.setup import check_settings, fit_settings, log_to
 from catsdogs.training.transfer import TransferSettings, fit_transfer
 
 logger = logging.getLogger("catsdogs.training")
@@ -138,23 +138,7 @@ def _train(config, data_dir, distribution: Distribution, runs_dir, run_name, res
             "global_batch_size": global_batch_size,
         },
     )
-    optimizer = OptimizerSettings(
-        name=train_config.optimizer,
-        learning_rate=train_config.learning_rate,
-        schedule=train_config.schedule,
-        weight_decay=train_config.weight_decay,
-        momentum=train_config.momentum,
-    )
-    callback_settings = CallbackSettings(
-        checkpoint=train_config.checkpoint,
-        early_stopping=train_config.early_stopping,
-        early_stopping_patience=train_config.early_stopping_patience,
-        reduce_lr=train_config.reduce_lr,
-        reduce_lr_factor=train_config.reduce_lr_factor,
-        reduce_lr_patience=train_config.reduce_lr_patience,
-        min_learning_rate=train_config.min_learning_rate,
-        tensorboard=train_config.tensorboard,
-    )
+    optimizer, callback_settings = fit_settings(train_config)
     progress = resolve_progress(verbose)
     with log_to(run_dir.log_path):
         logger.info("Run folder %s (attempt %d), data %s, images %s", run_dir.path, info["attempts"], data_dir, counts)
