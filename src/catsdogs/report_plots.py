@@ -189,9 +189,32 @@ def misclassified_gallery_figure(examples, *, columns=4, title="Most confident m
         columns: photos per row.
         title: the figure title.
     """
+
+    def describe(example):
+        caption = (
+            f"{_shorten(example.get('name', ''), 28)}\ntrue: {example['true']}\n"
+            f"predicted: {example['predicted']} ({example['probability']:.0%})"
+        )
+        return caption, "firebrick"
+
+    return photo_grid_figure(
+        examples, describe=describe, title=title, empty_text="No misclassified images in this split.", columns=columns
+    )
+
+
+def photo_grid_figure(examples, *, describe, title, empty_text, columns=4):
+    """Draw photos in a grid, each under the caption `describe` gives it; one line of text when there are none.
+
+    Args:
+        examples: dicts, each with "image" (a uint8 array) and whatever `describe` reads.
+        describe: example -> (caption, colour of the caption).
+        title: the figure title.
+        empty_text: what the figure says when `examples` is empty.
+        columns: photos per row.
+    """
     if not examples:
         figure = new_figure(6, 1.2)
-        figure.text(0.5, 0.5, "No misclassified images in this split.", ha="center", va="center", fontsize=12)
+        figure.text(0.5, 0.5, empty_text, ha="center", va="center", fontsize=12)
         return figure
     columns = min(columns, len(examples))
     rows = math.ceil(len(examples) / columns)
@@ -199,12 +222,8 @@ def misclassified_gallery_figure(examples, *, columns=4, title="Most confident m
     grid = figure.subplots(rows, columns, squeeze=False)
     for axes, example in zip(grid.flat, examples):
         axes.imshow(example["image"])
-        axes.set_title(
-            f"{_shorten(example.get('name', ''), 28)}\ntrue: {example['true']}\n"
-            f"predicted: {example['predicted']} ({example['probability']:.0%})",
-            fontsize=9,
-            color="firebrick",
-        )
+        caption, colour = describe(example)
+        axes.set_title(caption, fontsize=9, color=colour)
         axes.set_xticks([])
         axes.set_yticks([])
     for axes in list(grid.flat)[len(examples) :]:

@@ -5,12 +5,10 @@ Agg canvas, never pyplot. `evaluation.abstaining` writes them to the paths
 `runs.RunDir.evaluation_figure_path` names.
 """
 
-import math
-
 import numpy
 
 from catsdogs.evaluation.calibration import expected_calibration_error, reliability_points
-from catsdogs.report_plots import new_figure
+from catsdogs.report_plots import new_figure, photo_grid_figure
 
 RIGHT_COLOUR = "tab:green"
 WRONG_COLOUR = "firebrick"
@@ -78,30 +76,22 @@ def abstained_gallery_figure(examples, *, columns=4, title="Photos it abstains o
         columns: photos per row.
         title: the figure title.
     """
-    if not examples:
-        figure = new_figure(6, 1.2)
-        figure.text(0.5, 0.5, "It abstains on no photo of this split.", ha="center", va="center", fontsize=12)
-        return figure
-    columns = min(columns, len(examples))
-    rows = math.ceil(len(examples) / columns)
-    figure = new_figure(3.0 * columns, 3.45 * rows + 0.4)
-    grid = figure.subplots(rows, columns, squeeze=False)
-    for axes, example in zip(grid.flat, examples):
-        axes.imshow(example["image"])
-        right = example["true"] == example["predicted"]
+
+    def describe(example):
         name = example.get("name", "")
-        axes.set_title(
+        caption = (
             f"{name if len(name) <= 28 else name[:27] + '…'}\ntrue: {example['true']}\n"
-            f"leaned to: {example['predicted']} ({example['calibrated_probability']:.0%})",
-            fontsize=9,
-            color=RIGHT_COLOUR if right else WRONG_COLOUR,
+            f"leaned to: {example['predicted']} ({example['calibrated_probability']:.0%})"
         )
-        axes.set_xticks([])
-        axes.set_yticks([])
-    for axes in list(grid.flat)[len(examples) :]:
-        axes.set_visible(False)
-    figure.suptitle(f"{title}; green: the label would have been right, red: wrong")
-    return figure
+        return caption, RIGHT_COLOUR if example["true"] == example["predicted"] else WRONG_COLOUR
+
+    return photo_grid_figure(
+        examples,
+        describe=describe,
+        title=f"{title}; green: the label would have been right, red: wrong",
+        empty_text="It abstains on no photo of this split.",
+        columns=columns,
+    )
 
 
 def _two_class_range(confidences):
