@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402  (the shared benchmark helper beside this script)
+from machine import append_jsonl, machine_info  # noqa: E402  (the shared benchmark helper beside this script)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPOSITORY / "benchmarks" / "results" / "abstain.jsonl"
@@ -204,9 +204,7 @@ def main():
         "goal": {"accuracy_answered": GOAL_ACCURACY, "coverage": GOAL_COVERAGE},
         "machine": machine_info(),
     }
-    arguments.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(arguments.results, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_jsonl(arguments.results, record)
     print(f"appended to {arguments.results}")
 
 

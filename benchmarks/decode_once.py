@@ -14,7 +14,6 @@ JSON line to benchmarks/results/decode_once.jsonl.
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catsdogs.images import clean_image_bytes  # noqa: E402
 from catsdogs.runtime.preprocess import decode_rgb, load_pixels, resize_to_uint8  # noqa: E402
-from machine import describe_machine, machine_info, median  # noqa: E402 - after the path is set.
+from machine import append_jsonl, describe_machine, machine_info, median  # noqa: E402 - after the path is set.
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PHOTOS = REPOSITORY.parent / "shared" / "datasets" / "dogs-vs-cats-original-sample" / "train"
@@ -82,9 +81,7 @@ def main(argv=None):
         "median_ms": medians,
         "identical": True,
     }
-    arguments.results.parent.mkdir(parents=True, exist_ok=True)
-    with arguments.results.open("a", encoding="utf-8") as results:
-        results.write(json.dumps(record) + "\n")
+    append_jsonl(arguments.results, record)
     print(f"appended to {arguments.results}")
 
 

@@ -24,7 +24,6 @@ Quick check that it runs: --image-size 32 --batch-size 4 --steps 2 --warmup 1 --
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -94,7 +93,7 @@ def main():
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSON-lines file to append to.")
     arguments = parser.parse_args()
     configure_two_cpu_devices()
-    from machine import describe_machine, load_average, machine_info, median
+    from machine import append_jsonl, describe_machine, load_average, machine_info, median
 
     print(describe_machine())
     runs = {case: [] for case in CASES}
@@ -145,9 +144,7 @@ def main():
         "rows": rows,
         **machine_info(),
     }
-    arguments.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(arguments.results, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_jsonl(arguments.results, record)
     print(f"appended to {arguments.results}")
 
 

@@ -32,7 +32,6 @@ cached in /tmp so that a rerun takes seconds.
 
 import argparse
 import importlib
-import json
 import os
 import subprocess
 import sys
@@ -46,7 +45,7 @@ import numpy
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, machine_info  # noqa: E402 - after the path is set.
+from machine import append_jsonl, describe_machine, machine_info  # noqa: E402 - after the path is set.
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path("/work/shared/datasets/dogs-vs-cats/train")
@@ -355,9 +354,7 @@ def main(argv=None):
     record["linear_probe"] = linear_probe(data)
     record["zero_shot"] = zero_shot(data)
 
-    arguments.results.parent.mkdir(parents=True, exist_ok=True)
-    with arguments.results.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_jsonl(arguments.results, record)
     print(f"\nresults appended to {arguments.results}")
     return 0
 

@@ -37,7 +37,7 @@ import numpy
 from catsdogs.export.quantize import cpu_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import load_average, machine_info  # noqa: E402  (the shared benchmark helper beside this script)
+from machine import append_jsonl, load_average, machine_info  # noqa: E402  (the shared benchmark helper beside this script)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPOSITORY / "benchmarks" / "results" / "export_speed.jsonl"
@@ -301,9 +301,7 @@ def main() -> None:
             f"| {'' if fraction is None else f'{fraction:.1%}'} |"
         )
     print(f"load average {load_before:.1f} before, {load_average():.1f} after")
-    arguments.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(arguments.results, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_jsonl(arguments.results, record)
     print(f"appended to {arguments.results}")
 
 

@@ -20,7 +20,6 @@ Usage:
 """
 
 import argparse
-import json
 import resource
 import statistics
 import sys
@@ -32,7 +31,7 @@ import numpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export_speed import conv_matmul_flops, matmul_peak_flops  # noqa: E402
-from machine import describe_machine, machine_info  # noqa: E402
+from machine import append_jsonl, describe_machine, machine_info  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPOSITORY / "benchmarks" / "results" / "feature_passes.jsonl"
@@ -157,9 +156,7 @@ def main():
                 f"{tail:.2f} s | {median * flops / peak:.0%} |"
             )
             print("|   passes | " + ", ".join(f"{speed:.1f}" for speed in speeds) + " | | | | | |")
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS_FILE.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_jsonl(RESULTS_FILE, record)
     print(f"\nappended to {RESULTS_FILE.relative_to(REPOSITORY)}")
 
 

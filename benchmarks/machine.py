@@ -1,11 +1,13 @@
-"""Shared by the benchmark scripts: what machine and versions a result came from, and medians."""
+"""Shared by the benchmark scripts: what machine and versions a result came from, medians, and the results file."""
 
+import json
 import os
 import platform
 import statistics
 import subprocess
 import time
 from importlib import metadata
+from pathlib import Path
 
 
 def cpu_model():
@@ -82,3 +84,14 @@ def describe_machine(**kwargs):
 def median(values):
     """Return the median of a list of numbers."""
     return statistics.median(values)
+
+
+def append_jsonl(path, record, *, sort_keys=False):
+    """Append `record` to the JSON-lines file at `path` (its folder made if missing), in one write, flushed to disk."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, sort_keys=sort_keys) + "\n"
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())

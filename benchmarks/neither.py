@@ -29,7 +29,6 @@ Usage:
 """
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 import numpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, machine_info  # noqa: E402  (the shared benchmark helper beside this script)
+from machine import append_jsonl, describe_machine, machine_info  # noqa: E402  (the shared benchmark helper beside this script)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPOSITORY / "benchmarks" / "results" / "neither.jsonl"
@@ -264,9 +263,7 @@ def main():
             f"{image['name']:<24} {str(image['photograph']):>5} {masses['domestic_cats']:>9.4f} "
             f"{masses['cat_like']:>9.4f} {top_class:>9}  {image['shows']}"
         )
-    arguments.json.parent.mkdir(parents=True, exist_ok=True)
-    with open(arguments.json, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(result) + "\n")
+    append_jsonl(arguments.json, result)
     print(f"\nappended to {arguments.json}")
 
 

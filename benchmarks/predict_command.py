@@ -21,7 +21,6 @@ Usage:
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -32,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, machine_info  # noqa: E402
+from machine import append_jsonl, describe_machine, machine_info  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPOSITORY / "benchmarks" / "results" / "predict_command.jsonl"
@@ -124,9 +123,7 @@ def main():
             f"{memory:.0f} |"
         )
         record["cases"].append({"workload": workload, "case": name, "walls": walls, "peak_mib": memory})
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS_FILE.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_jsonl(RESULTS_FILE, record)
 
 
 if __name__ == "__main__":

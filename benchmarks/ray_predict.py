@@ -20,7 +20,6 @@ Usage:
 """
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, machine_info  # noqa: E402
+from machine import append_jsonl, describe_machine, machine_info  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPOSITORY / "benchmarks" / "results" / "ray_predict.jsonl"
@@ -166,9 +165,7 @@ def main():
         "ray_over_single_throughput": ratio,
         "agreement": agreement,
     }
-    arguments.results.parent.mkdir(parents=True, exist_ok=True)
-    with arguments.results.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_jsonl(arguments.results, record)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, machine_info  # noqa: E402 - after the path is set.
+from machine import append_jsonl, describe_machine, machine_info  # noqa: E402 - after the path is set.
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SOURCE = Path("/work/shared/datasets/dogs-vs-cats/train")
@@ -357,9 +357,7 @@ def main(argv=None):
                 record["estimated_demo_feature_seconds"] = round(DEMO_PHOTO_PASSES / photos_per_second)
         record["machine"] = machine_info()
         records.append(record)
-        arguments.results.parent.mkdir(parents=True, exist_ok=True)
-        with arguments.results.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_jsonl(arguments.results, record)
         print(json.dumps({key: value for key, value in record.items() if key != "machine"}), flush=True)
     print_table(records)
     return 0

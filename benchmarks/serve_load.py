@@ -40,11 +40,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine_info  # noqa: E402  (the shared benchmark helpers beside this script)
+from machine import append_jsonl, machine_info  # noqa: E402  (the shared benchmark helpers beside this script)
 from serve_load_client import DEFAULT_SOURCE, select_photos  # noqa: E402
 from serve_load_local import default_layouts, measure_ceiling, measure_floor, usable_cores  # noqa: E402
 from serve_load_parts import Context, run_part  # noqa: E402
-from serve_load_report import append_jsonl, check_goals, print_report  # noqa: E402
+from serve_load_report import check_goals, print_report  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPOSITORY / "benchmarks" / "results" / "serve_load.jsonl"
@@ -190,7 +190,7 @@ def main() -> None:
         "goals": check_goals(results),
     }
     print_report(record)
-    append_jsonl(arguments.results, record)
+    append_jsonl(arguments.results, record, sort_keys=True)
     print(f"\nserve_load: appended to {arguments.results}; server logs in {log_dir}")
     if errors:
         sys.exit(1)

@@ -6,10 +6,7 @@ did not run (or failed) leaves its rows out and its goals "not measured".
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 # The goals of issue 11 on the 2-core machine, as numbers.
 FLOOR_RATIO_GOAL = 1.3
@@ -240,13 +237,3 @@ def check_goals(results: dict) -> list[dict]:
     if soak and soak.get("growth") is not None:
         add("soak: memory growth <= 10%", _percent(soak["growth"]), soak["growth"] <= MEMORY_GROWTH_GOAL)
     return goals
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    """Append the record as one JSON line, written with one call and flushed to disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
