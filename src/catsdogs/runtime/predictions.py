@@ -263,18 +263,13 @@ class ImagePredictor:
             answer = self.abstain_rule.answer(probabilities, index)
         if self.neither_rule is not None and mass is not None:
             answer = self.neither_rule.check(answer, float(mass))
-        answered = {
-            "answer": answer.answer,
-            "abstained": answer.abstained,
-            "reason": answer.reason,
-            "calibrated_probability": answer.calibrated_probability,
-        }
         return Prediction(
             source,
             label=label,
             probability=float(probabilities[index]),
             probabilities={name: float(value) for name, value in zip(self.class_names, probabilities)},
-            **answered,
+            # The Answer's fields are Prediction's answer fields, name for name.
+            **dataclasses.asdict(answer),
         )
 
 
