@@ -251,11 +251,21 @@ class ImagePredictor:
             else []
         )
         return [
-            row if row is not None else self._to_prediction(source, next(probabilities), next(masses, None))
+            row if row is not None else self.to_prediction(source, next(probabilities), next(masses, None))
             for row, source in zip(rows, sources)
         ]
 
-    def _to_prediction(self, source, probabilities, mass=None):
+    def to_prediction(self, source: str, probabilities: numpy.ndarray, mass: float | None = None) -> Prediction:
+        """Decide one image's label from its probabilities and apply the abstain and "neither" rules.
+
+        Args:
+            source: the image's name in the result.
+            probabilities: the model's probabilities of the classes, in label order.
+            mass: the ImageNet head's cat-and-dog mass for the "neither" rule, or None.
+
+        Returns:
+            A `Prediction`.
+        """
         index = int(decide(probabilities, self.threshold))
         label = self.class_names[index]
         answer = Answer(label, False, None, None)

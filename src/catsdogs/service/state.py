@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from catsdogs.errors import CatsdogsError
 from catsdogs.images import ImageError
-from catsdogs.runtime import OnnxPredictor, decide
+from catsdogs.runtime import OnnxPredictor
 from catsdogs.service.batching import MicroBatcher
 from catsdogs.service.errors import REJECTION_REASONS, RETRY_AFTER_SECONDS, ServiceError
 from catsdogs.service.explaining import GradCamExplainer, explain_available
@@ -180,24 +181,12 @@ class ServiceState:
             entry.update(answer=None, abstained=False, reason=None, calibrated_probability=None)
             entry.update(error=error.detail(), seconds=time.perf_counter() - started)
             return entry, error
-        index = int(decide(probabilities, self._predictor.threshold))
-        label = self.info.classes[index]
-        self.metrics.predictions.labels(label=label).inc()
-        # The export's abstain rule (abstain.json), when it has one: the label, or "unsure" with a reason.
-        rule = self._predictor.abstain_rule
-        answer = rule.answer(probabilities, index) if rule is not None else None
-        entry = {
-            "file": upload.name,
-            "label": label,
-            "probability": float(probabilities[index]),
-            "probabilities": {name: float(value) for name, value in zip(self.info.classes, probabilities)},
-            "answer": label if answer is None else answer.answer,
-            "abstained": answer is not None and answer.abstained,
-            "reason": None if answer is None else answer.reason,
-            "calibrated_probability": None if answer is None else answer.calibrated_probability,
-            "error": None,
-            "seconds": time.perf_counter() - started,
-        }
+        # The predictor's own decision rule, with the export's abstain rule (abstain.json) when it has one.
+        prediction = self._predictor.to_prediction(upload.name, probabilities)
+        self.metrics.predictions.labels(label=prediction.label).inc()
+        entry = {"file": upload.name, **dataclasses.asdict(prediction)}
+        del entry["source"]
+        entry.update(error=None, seconds=time.perf_counter() - started)
         return entry, None
 
     async def _probabilities(self, data):
